@@ -1,0 +1,102 @@
+# Signet - one non-recursive GNU Makefile (see ../shared/STYLE.md).
+#
+#   make            build bin/signet and bin/signetctl
+#   make deps       install the Debian packages the build and tests need
+#   make test       deps, build, unit tests, then integration tests
+#   make test SAN=1 the same with ASan+UBSan
+#   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
+#   make bench      run the perf/ benchmarks (prints figures, not a test)
+
+CC      ?= cc
+SAN     ?=
+WERROR  ?= $(if $(CI),-Werror,)
+BUILD   ?= build$(if $(SAN),-san,)
+BIN     ?= bin
+
+WARN    := -Wall -Wextra -Wshadow -Wpointer-arith -Wcast-qual \
+	   -Wstrict-prototypes -Wmissing-prototypes -Wmissing-declarations \
+	   -Wformat=2 -Wsign-compare -Wno-unused-parameter $(WERROR)
+SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
+OPT     := $(if $(SAN),-O1 -g -fno-omit-frame-pointer $(SANFLAGS),-O2 -g)
+CFLAGS  ?=
+CFLAGS  += -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -I.
+LDFLAGS += $(if $(SAN),$(SANFLAGS),)
+LIBS    := -lcrypto -lresolv -lpthread
+
+# ---- modules -------------------------------------------------------------
+DKIM_SRCS += dkim/canon.c
+DKIM_SRCS += dkim/header.c
+DKIM_SRCS += dkim/sign.c
+DKIM_SRCS += dkim/verify.c
+DKIM_SRCS += dkim/keys.c
+DKIM_SRCS += dkim/util.c
+
+RELAY_SRCS += relay/version.c
+
+SIGNET_SRCS    += relay/main.c
+SIGNETCTL_SRCS += relay/ctl.c
+
+UNIT_SRCS += tests/unit/runner.c
+UNIT_SRCS += tests/unit/test_dkim.c
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
+
+DKIM_OBJS  := $(call obj,$(DKIM_SRCS))
+RELAY_OBJS := $(call obj,$(RELAY_SRCS))
+
+.PHONY: all deps test unit integ fuzz bench clean
+all: $(BIN)/signet $(BIN)/signetctl
+
+$(BIN)/signet: $(call obj,$(SIGNET_SRCS)) $(RELAY_OBJS) $(DKIM_OBJS)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BIN)/signetctl: $(call obj,$(SIGNETCTL_SRCS)) $(RELAY_OBJS) $(DKIM_OBJS)
+	@mkdir -p $(BIN)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/unit-tests: $(call obj,$(UNIT_SRCS)) $(DKIM_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+deps:
+	@scripts/deps.sh
+
+unit: $(BUILD)/unit-tests
+	$(BUILD)/unit-tests
+
+integ: all
+	@tests/integ/run.sh
+
+test: deps
+	$(MAKE) all unit
+	$(MAKE) integ
+	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SHORT)
+
+# ---- fuzzing (clang libFuzzer) --------------------------------------------
+FUZZ_SECONDS ?= 60
+FUZZ_SHORT   ?= 10
+FUZZ_TARGETS := fuzz_canon fuzz_header
+FUZZ_CFLAGS  := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined
+
+build-fuzz/%: tests/fuzz/%.c $(DKIM_SRCS) dkim/dkim.h dkim/dkim_int.h
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< $(DKIM_SRCS) $(LIBS)
+
+fuzz: $(addprefix build-fuzz/,$(FUZZ_TARGETS))
+	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# ---- benchmarks -------------------------------------------------------------
+$(BUILD)/bench_dkim: $(call obj,perf/bench_dkim.c) $(DKIM_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+bench: deps $(BUILD)/bench_dkim
+	@perf/run.sh $(BUILD)
+
+clean:
+	rm -rf build build-san build-fuzz bin

@@ -1,0 +1,247 @@
+/*
+ * dkim.h - Signet's DKIM engine: canonicalization, body hashing, signing,
+ * verification and key handling (RFC 6376, RFC 8463).
+ *
+ * The module knows nothing of SMTP, of the spool or of the daemon.  A message
+ * is fed as raw bytes (CRLF line ends, already dot-unstuffed) in chunks of any
+ * size, split anywhere; the engine parses the header block itself (bounded by
+ * DKIM_HEADER_MAX), then streams the body through one canonicalizer and one
+ * SHA-256 per distinct body canonicalization, so memory does not grow with the
+ * body.  Signing needs only the header block and the body hashes at the end.
+ *
+ * Errors: functions that can fail return 0 or a negative DKIM_E* code;
+ * dkim_strerror() names it.  Keys are immutable once loaded and may be shared
+ * between threads; a signer or verifier belongs to one thread at a time.
+ */
+#ifndef SIGNET_DKIM_H
+#define SIGNET_DKIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#define DKIM_ERRNO_MAP(XX)                                                    \
+	XX(NOMEM, "out of memory")                                            \
+	XX(INVAL, "invalid argument")                                         \
+	XX(NOFROM, "message has no From header field")                        \
+	XX(HEADER_TOO_BIG, "header block exceeds the size limit")             \
+	XX(BADHEADER, "malformed header field")                               \
+	XX(KEY, "unusable key")                                               \
+	XX(KEYFILE, "cannot read key file")                                   \
+	XX(ALG, "algorithm does not match the key")                           \
+	XX(CRYPTO, "cryptographic operation failed")                          \
+	XX(STATE, "call out of order")                                        \
+	XX(TOO_MANY, "too many signatures")                                   \
+	XX(SIGSYNTAX, "malformed DKIM-Signature")                             \
+	XX(NOKEY, "no public key")
+
+enum {
+	DKIM_OK = 0,
+#define XX(name, s) DKIM_E##name,
+	DKIM__ERRNO_BASE = -1000,
+	DKIM_ERRNO_MAP(XX)
+#undef XX
+};
+
+/* dkim_strerror - a static string naming err; never NULL. */
+const char *dkim_strerror(int err);
+
+#define DKIM_HEADER_MAX (1024 * 1024) /* bytes of header block kept */
+#define DKIM_MAX_SIGS 8               /* signatures per message */
+#define DKIM_LINE_MAX 78              /* fold the signature at this width */
+
+enum dkim_alg { DKIM_ALG_RSA_SHA256, DKIM_ALG_ED25519_SHA256 };
+enum dkim_canon { DKIM_CANON_SIMPLE, DKIM_CANON_RELAXED };
+
+/* dkim_alg_name - "rsa-sha256" or "ed25519-sha256". */
+const char *dkim_alg_name(enum dkim_alg alg);
+/* dkim_alg_parse - parse an a= value; returns 0 or DKIM_EINVAL. */
+int dkim_alg_parse(const char *s, enum dkim_alg *out);
+/* dkim_canon_parse - parse "H/B" or "H" (body simple) as in c=; 0 or DKIM_EINVAL. */
+int dkim_canon_parse(const char *s, enum dkim_canon *hc, enum dkim_canon *bc);
+
+/* ---- CPU dispatch for the body canonicalizer ---------------------------- */
+
+enum dkim_simd { DKIM_SIMD_SCALAR, DKIM_SIMD_SSE42, DKIM_SIMD_AVX2, DKIM_SIMD_AUTO };
+
+/*
+ * dkim_simd_set - choose the scanner the relaxed body canonicalizer uses;
+ * DKIM_SIMD_AUTO picks the best the CPU has.  A level the CPU lacks falls back
+ * to the best it has.  Returns the level now in force.  For tests and
+ * benchmarks; the default is AUTO.  Not thread-safe: call before signing.
+ */
+enum dkim_simd dkim_simd_set(enum dkim_simd level);
+const char *dkim_simd_name(enum dkim_simd level);
+
+/* ---- Body canonicalization and hashing ---------------------------------- */
+
+/*
+ * A body canonicalizer turns raw body bytes (fed in chunks split anywhere)
+ * into canonical bytes delivered to a sink.  The sink may be called with
+ * pointers into the caller's input; it must consume them before returning.
+ */
+typedef void (*dkim_sink_cb)(void *arg, const char *p, size_t len);
+
+struct dkim_bodycanon {
+	enum dkim_canon canon;
+	enum dkim_simd simd;     /* scanner used (relaxed only) */
+	dkim_sink_cb sink;
+	void *arg;
+	unsigned pending_crlf;   /* deferred empty lines */
+	unsigned char pend_wsp;  /* deferred WSP run (relaxed) */
+	unsigned char pend_cr;   /* a CR waiting for its LF */
+	unsigned char line_start;/* no content on the current line yet */
+	unsigned char any;       /* any content line emitted (simple: body empty?) */
+	uint64_t out_len;        /* canonical bytes emitted */
+};
+
+/* dkim_bodycanon_init - storage owned by the caller; can't fail. */
+void dkim_bodycanon_init(struct dkim_bodycanon *bc, enum dkim_canon canon,
+    dkim_sink_cb sink, void *arg);
+/* dkim_bodycanon_update - feed body bytes; can't fail. */
+void dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *p, size_t len);
+/* dkim_bodycanon_final - flush what end-of-body decides; can't fail. */
+void dkim_bodycanon_final(struct dkim_bodycanon *bc);
+
+/*
+ * dkim_canon_body_ref - the reference (obviously correct, whole-buffer)
+ * body canonicalizer the tests use as an oracle.  Returns a malloc'd buffer
+ * and its length in *outlen, or NULL on OOM.
+ */
+char *dkim_canon_body_ref(enum dkim_canon canon, const char *p, size_t len,
+    size_t *outlen);
+
+/*
+ * dkim_canon_header - canonicalize one header field (name, colon, value,
+ * folding included, without its final CRLF) into out, which must hold at
+ * least len + 1 bytes.  Relaxed output has no CRLF; the caller adds it.
+ * Returns the output length.
+ */
+size_t dkim_canon_header(enum dkim_canon canon, const char *field, size_t len,
+    char *out);
+
+/* ---- Keys ---------------------------------------------------------------- */
+
+struct dkim_key;
+
+/*
+ * dkim_key_load - read a PEM private key (PKCS#8 or traditional RSA) from a
+ * file.  Returns 0 and a key in *out, or DKIM_EKEYFILE / DKIM_EKEY; on error
+ * a reason (never key material) is written to err.
+ */
+int dkim_key_load(const char *path, struct dkim_key **out, char *err, size_t errlen);
+/* dkim_key_load_pem - the same from memory. */
+int dkim_key_load_pem(const char *pem, size_t len, struct dkim_key **out,
+    char *err, size_t errlen);
+/*
+ * dkim_key_generate - a new key: RSA with bits in [1024, 4096], or Ed25519
+ * (bits ignored).  0 or DKIM_EINVAL / DKIM_ECRYPTO.
+ */
+int dkim_key_generate(enum dkim_alg alg, int bits, struct dkim_key **out);
+/*
+ * dkim_key_write_pem - write the private key as PKCS#8 PEM to path, created
+ * with mode 0600 through a temporary file and rename.  0 or -errno /
+ * DKIM_ECRYPTO.
+ */
+int dkim_key_write_pem(const struct dkim_key *key, const char *path);
+/* dkim_key_alg - the algorithm the key signs with. */
+enum dkim_alg dkim_key_alg(const struct dkim_key *key);
+/* dkim_key_bits - modulus size for RSA, 256 for Ed25519. */
+int dkim_key_bits(const struct dkim_key *key);
+/*
+ * dkim_key_txt - the DNS TXT value "v=DKIM1; k=rsa; p=..." for the public
+ * half, NUL-terminated in a malloc'd string, or NULL on OOM.
+ */
+char *dkim_key_txt(const struct dkim_key *key);
+/* dkim_key_free - drop a reference; the key is wiped when the last goes.  NULL ok. */
+void dkim_key_free(struct dkim_key *key);
+/* dkim_key_ref - take another reference (for sharing between threads). */
+struct dkim_key *dkim_key_ref(struct dkim_key *key);
+
+/* A public key parsed from a DNS TXT record (RFC 6376 3.6.1). */
+struct dkim_pubkey;
+/*
+ * dkim_pubkey_parse - parse TXT record text.  0, or DKIM_ENOKEY (revoked:
+ * empty p=) / DKIM_EKEY with a reason in err.
+ */
+int dkim_pubkey_parse(const char *txt, size_t len, struct dkim_pubkey **out,
+    char *err, size_t errlen);
+void dkim_pubkey_free(struct dkim_pubkey *pk);
+
+/* ---- Signing ------------------------------------------------------------- */
+
+/* One signature to add.  Strings are copied by dkim_signer_add. */
+struct dkim_sign_params {
+	const char *domain;        /* d= */
+	const char *selector;      /* s= */
+	struct dkim_key *key;      /* a reference is taken */
+	enum dkim_alg alg;         /* must match the key */
+	enum dkim_canon hcanon, bcanon;
+	const char *headers;       /* colon-separated h= candidates; NULL: default */
+	time_t t;                  /* t=; 0 means now */
+	long x;                    /* x= is t + x when > 0 */
+};
+
+/* The default list of header fields to sign (colon-separated). */
+extern const char dkim_default_headers[];
+
+struct dkim_signer;
+
+/* dkim_signer_new - an empty signer, or NULL on OOM. */
+struct dkim_signer *dkim_signer_new(void);
+/*
+ * dkim_signer_add - add one signature; call before the first write.
+ * 0, or DKIM_EINVAL / DKIM_EALG / DKIM_ETOO_MANY / DKIM_ENOMEM.
+ */
+int dkim_signer_add(struct dkim_signer *s, const struct dkim_sign_params *p);
+/*
+ * dkim_signer_write - feed message bytes (header block, empty line, body),
+ * CRLF line ends, in chunks split anywhere.  Errors are sticky: once one is
+ * returned, every later call returns it too and dkim_signer_finish fails.
+ * 0, or DKIM_EHEADER_TOO_BIG / DKIM_EBADHEADER.
+ */
+int dkim_signer_write(struct dkim_signer *s, const char *p, size_t len);
+/*
+ * dkim_signer_finish - end of message: compute every signature.  On success
+ * *out is a malloc'd string holding the DKIM-Signature field(s), each folded
+ * at DKIM_LINE_MAX and ending in CRLF, ready to be put before the message;
+ * *outlen is its length.  0, or DKIM_ENOFROM / DKIM_ECRYPTO / a sticky error.
+ */
+int dkim_signer_finish(struct dkim_signer *s, char **out, size_t *outlen);
+/* dkim_signer_free - NULL ok. */
+void dkim_signer_free(struct dkim_signer *s);
+
+/* ---- Verification -------------------------------------------------------- */
+
+/*
+ * Key lookup for the verifier: given d= and s=, return the TXT record text in
+ * a malloc'd string (*txt), or a negative DKIM_ENOKEY when there is none
+ * (reason in err).  The verifier frees *txt.
+ */
+typedef int (*dkim_key_lookup_cb)(void *arg, const char *domain,
+    const char *selector, char **txt, char *err, size_t errlen);
+
+struct dkim_verify_result {
+	int pass;            /* 1 pass, 0 fail */
+	char domain[256];    /* d= */
+	char selector[256];  /* s= */
+	char alg[32];        /* a= */
+	char reason[256];    /* why it failed, or "ok" */
+};
+
+struct dkim_verifier;
+
+/* dkim_verifier_new - NULL on OOM. */
+struct dkim_verifier *dkim_verifier_new(dkim_key_lookup_cb lookup, void *arg);
+/* dkim_verifier_write - like dkim_signer_write. */
+int dkim_verifier_write(struct dkim_verifier *v, const char *p, size_t len);
+/*
+ * dkim_verifier_finish - check every DKIM-Signature found (at most
+ * DKIM_MAX_SIGS).  Returns the number of results stored in res (up to
+ * nres), or a negative error for the message as a whole.
+ */
+int dkim_verifier_finish(struct dkim_verifier *v, time_t now,
+    struct dkim_verify_result *res, int nres);
+void dkim_verifier_free(struct dkim_verifier *v);
+
+#endif

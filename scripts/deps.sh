@@ -1,0 +1,20 @@
+#!/bin/sh
+# deps.sh - install the Debian 12 packages Signet builds and tests with.
+# Idempotent: asks apt only for what is missing.  Needs root (or sudo).
+set -e
+PKGS="build-essential pkg-config clang libclang-rt-14-dev
+libssl-dev libuv1-dev liburing-dev libhiredis-dev libc-ares-dev
+python3 python3-dkim python3-nacl python3-dnspython libmail-dkim-perl
+opendkim-tools openssl"
+missing=""
+for p in $PKGS; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+		missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+echo "deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $missing
