@@ -21,41 +21,44 @@ OPT     := $(if $(SAN),-O1 -g -fno-omit-frame-pointer $(SANFLAGS),-O2 -g)
 CFLAGS  ?=
 CFLAGS  += -std=gnu11 $(OPT) $(WARN) -D_GNU_SOURCE -I.
 LDFLAGS += $(if $(SAN),$(SANFLAGS),)
-LIBS    := -lcrypto -lresolv -lpthread
+PKGS    := libuv liburing libssl libcrypto libcares hiredis
+CFLAGS  += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lresolv -lpthread
 
 # ---- modules -------------------------------------------------------------
-DKIM_SRCS += dkim/canon.c
-DKIM_SRCS += dkim/header.c
-DKIM_SRCS += dkim/sign.c
-DKIM_SRCS += dkim/verify.c
-DKIM_SRCS += dkim/keys.c
-DKIM_SRCS += dkim/util.c
+# Each module's sources are every .c in its directory (dependencies point one
+# way: relay -> smtp -> dkim, queue).  relay/main.c and relay/ctl.c are the
+# two programs; the rest of relay/ is shared by both.
+DKIM_SRCS  := $(sort $(wildcard dkim/*.c))
+QUEUE_SRCS := $(sort $(wildcard queue/*.c))
+SMTP_SRCS  := $(sort $(wildcard smtp/*.c))
+RELAY_SRCS := $(filter-out relay/main.c relay/ctl.c,$(sort $(wildcard relay/*.c)))
 
-RELAY_SRCS += relay/version.c
+SIGNET_SRCS    := relay/main.c
+SIGNETCTL_SRCS := relay/ctl.c
 
-SIGNET_SRCS    += relay/main.c
-SIGNETCTL_SRCS += relay/ctl.c
-
-UNIT_SRCS += tests/unit/runner.c
-UNIT_SRCS += tests/unit/test_dkim.c
+UNIT_SRCS := $(sort $(wildcard tests/unit/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(1))
 
 DKIM_OBJS  := $(call obj,$(DKIM_SRCS))
+QUEUE_OBJS := $(call obj,$(QUEUE_SRCS))
+SMTP_OBJS  := $(call obj,$(SMTP_SRCS))
 RELAY_OBJS := $(call obj,$(RELAY_SRCS))
+MOD_OBJS   := $(RELAY_OBJS) $(SMTP_OBJS) $(QUEUE_OBJS) $(DKIM_OBJS)
 
 .PHONY: all deps test unit integ fuzz bench clean
 all: $(BIN)/signet $(BIN)/signetctl
 
-$(BIN)/signet: $(call obj,$(SIGNET_SRCS)) $(RELAY_OBJS) $(DKIM_OBJS)
+$(BIN)/signet: $(call obj,$(SIGNET_SRCS)) $(MOD_OBJS)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BIN)/signetctl: $(call obj,$(SIGNETCTL_SRCS)) $(RELAY_OBJS) $(DKIM_OBJS)
+$(BIN)/signetctl: $(call obj,$(SIGNETCTL_SRCS)) $(MOD_OBJS)
 	@mkdir -p $(BIN)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/unit-tests: $(call obj,$(UNIT_SRCS)) $(DKIM_OBJS)
+$(BUILD)/unit-tests: $(call obj,$(UNIT_SRCS)) $(MOD_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/%.o: %.c

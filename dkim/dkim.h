@@ -190,10 +190,29 @@ struct dkim_signer;
 /* dkim_signer_new - an empty signer, or NULL on OOM. */
 struct dkim_signer *dkim_signer_new(void);
 /*
- * dkim_signer_add - add one signature; call before the first write.
+ * dkim_signer_add - add one signature; call before the first write, or
+ * from the dkim_signer_on_headers callback.
  * 0, or DKIM_EINVAL / DKIM_EALG / DKIM_ETOO_MANY / DKIM_ENOMEM.
  */
 int dkim_signer_add(struct dkim_signer *s, const struct dkim_sign_params *p);
+/*
+ * dkim_signer_on_headers - cb runs once, when the header block is complete
+ * and before any body byte is hashed, with the domain of the first From
+ * mailbox (lower case; NULL if there is no From).  It may call
+ * dkim_signer_add, which is how a relay picks keys by the From domain while
+ * the message streams.  A non-zero return from cb becomes the sticky error.
+ * A signer with no signature at the end produces an empty result.
+ */
+typedef int (*dkim_headers_cb)(void *arg, struct dkim_signer *s,
+    const char *from_domain);
+void dkim_signer_on_headers(struct dkim_signer *s, dkim_headers_cb cb, void *arg);
+
+/*
+ * dkim_from_domain - the domain of the first mailbox of a From field value
+ * (angle-addr or bare addr-spec), lower-cased into out.  0 or DKIM_EINVAL.
+ */
+int dkim_from_domain(const char *value, size_t len, char *out, size_t outlen);
+
 /*
  * dkim_signer_write - feed message bytes (header block, empty line, body),
  * CRLF line ends, in chunks split anywhere.  Errors are sticky: once one is

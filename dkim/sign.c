@@ -41,6 +41,8 @@ struct dkim_signer {
 	int bh_used[2];
 	int in_body;
 	int err;                       /* sticky */
+	dkim_headers_cb on_headers;
+	void *on_headers_arg;
 };
 
 /* ---- growable string ---------------------------------------------------- */
@@ -145,7 +147,7 @@ dkim_signer_add(struct dkim_signer *s, const struct dkim_sign_params *p)
 	struct sig *g;
 	int rc;
 
-	if (s->in_body || s->hdrs.len > 0)
+	if (s->in_body)
 		return DKIM_ESTATE;
 	if (p->domain == NULL || p->selector == NULL || p->key == NULL ||
 	    *p->domain == '\0' || *p->selector == '\0')
@@ -187,15 +189,101 @@ fail:
 	return rc;
 }
 
+void
+dkim_signer_on_headers(struct dkim_signer *s, dkim_headers_cb cb, void *arg)
+{
+	s->on_headers = cb;
+	s->on_headers_arg = arg;
+}
+
+int
+dkim_from_domain(const char *v, size_t len, char *out, size_t outlen)
+{
+	const char *end = v + len, *lt = NULL, *a, *b, *at = NULL;
+	int quoted = 0;
+	size_t n, k;
+
+	/* the first angle-addr outside quotes, else the value is an addr-spec */
+	for (a = v; a < end; a++) {
+		if (*a == '"' && (a == v || a[-1] != '\\'))
+			quoted = !quoted;
+		else if (*a == '<' && !quoted) {
+			lt = a;
+			break;
+		} else if (*a == ',' && !quoted)
+			break;
+	}
+	if (lt != NULL) {
+		a = lt + 1;
+		for (b = a; b < end && *b != '>'; b++)
+			;
+	} else {
+		for (a = v; a < end && is_fws(*a); a++)
+			;
+		for (b = a; b < end && *b != ',' && *b != '(' && !is_fws(*b); b++)
+			;
+	}
+	for (const char *q = a; q < b; q++)
+		if (*q == '@')
+			at = q;
+	if (at == NULL)
+		return DKIM_EINVAL;
+	a = at + 1;
+	while (b > a && is_fws(b[-1]))
+		b--;
+	n = (size_t)(b - a);
+	if (n == 0 || n >= outlen)
+		return DKIM_EINVAL;
+	for (k = 0; k < n; k++) {
+		char c = a[k];
+
+		if (c == '<' || c == '>' || c == '"' || c == ' ' || c == '\t')
+			return DKIM_EINVAL;
+		out[k] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* headers_done - the header block is complete: let the caller pick keys. */
+static int
+headers_done(struct dkim_signer *s)
+{
+	char dom[256];
+	const char *d = NULL;
+	size_t i;
+	int rc;
+
+	s->in_body = 1;
+	if (s->on_headers == NULL)
+		return 0;
+	for (i = 0; i < s->hdrs.nf; i++) {
+		const struct dkim__field *f = &s->hdrs.f[i];
+		const char *val;
+
+		if (!dkim__hdr_name_eq(&s->hdrs, i, "From", 4))
+			continue;
+		val = memchr(s->hdrs.buf + f->off, ':', f->len);
+		val++;
+		if (dkim_from_domain(val, (size_t)(s->hdrs.buf + f->off + f->len - val),
+		    dom, sizeof(dom)) == 0)
+			d = dom;
+		break;
+	}
+	/* dkim_signer_add refuses once in_body is set; allow it in the callback */
+	s->in_body = 0;
+	rc = s->on_headers(s->on_headers_arg, s, d);
+	s->in_body = 1;
+	return rc;
+}
+
 int
 dkim_signer_write(struct dkim_signer *s, const char *p, size_t len)
 {
-	int i;
+	int i, rc;
 
 	if (s->err)
 		return s->err;
-	if (s->nsigs == 0)
-		return s->err = DKIM_ESTATE;
 	if (!s->in_body) {
 		long n = dkim__hdr_feed(&s->hdrs, p, len);
 
@@ -203,7 +291,8 @@ dkim_signer_write(struct dkim_signer *s, const char *p, size_t len)
 			return s->err = (int)n;
 		if (!s->hdrs.done)
 			return 0;
-		s->in_body = 1;
+		if ((rc = headers_done(s)) != 0)
+			return s->err = rc;
 		p += n;
 		len -= (size_t)n;
 	}
@@ -429,12 +518,11 @@ dkim_signer_finish(struct dkim_signer *s, char **out, size_t *outlen)
 	*outlen = 0;
 	if (s->err)
 		return s->err;
-	if (s->nsigs == 0)
-		return s->err = DKIM_ESTATE;
 	if (!s->in_body) {
 		if ((rc = dkim__hdr_end(&s->hdrs)) != 0)
 			return s->err = rc;
-		s->in_body = 1;
+		if ((rc = headers_done(s)) != 0)
+			return s->err = rc;
 	}
 	for (i = 0; i < 2; i++)
 		if (s->bh_used[i] && (rc = dkim__bodyhash_final(&s->bh[i])) != 0)
@@ -444,6 +532,8 @@ dkim_signer_finish(struct dkim_signer *s, char **out, size_t *outlen)
 			free(res.p);
 			return s->err = rc;
 		}
+	if (res.p == NULL && dkim__str_add(&res, "", 0) != 0)
+		return s->err = DKIM_ENOMEM;
 	s->err = DKIM_ESTATE; /* finish only once */
 	*out = res.p;
 	*outlen = res.len;

@@ -678,3 +678,118 @@ TEST(dkim_rfc8463_resign)
 	free(txt);
 	dkim_key_free(k);
 }
+
+TEST(dkim_from_domain_forms)
+{
+	static const char *const ok[][2] = {
+		{ " Alice <alice@Example.COM>", "example.com" },
+		{ "alice@example.org", "example.org" },
+		{ " \"Smith, J @ home\" <j@sub.example.net>", "sub.example.net" },
+		{ "a@one.example, b@two.example", "one.example" },
+		{ "\r\n bob@folded.example (comment)", "folded.example" },
+	};
+	static const char *const bad[] = { " no address here", " <>", " <user@>" };
+	char out[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		T_OK(dkim_from_domain(ok[i][0], strlen(ok[i][0]), out, sizeof(out)));
+		T_STREQ(out, ok[i][1]);
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		T_EQ(dkim_from_domain(bad[i], strlen(bad[i]), out, sizeof(out)), DKIM_EINVAL);
+}
+
+struct pick {
+	struct dkim_key *key;
+	char seen[256];
+	int calls;
+};
+
+static int
+pick_key(void *arg, struct dkim_signer *s, const char *from_domain)
+{
+	struct pick *pk = arg;
+	struct dkim_sign_params p = { NULL, "sel", pk->key,
+		DKIM_ALG_ED25519_SHA256, DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
+		NULL, 0, 0 };
+
+	pk->calls++;
+	snprintf(pk->seen, sizeof(pk->seen), "%s", from_domain ? from_domain : "(none)");
+	if (from_domain == NULL)
+		return 0;
+	p.domain = from_domain;
+	return dkim_signer_add(s, &p);
+}
+
+TEST(dkim_sign_keys_chosen_by_from)
+{
+	struct pick pk = { 0 };
+	struct dkim_verify_result res[8];
+	char *txt, *sig, *m;
+	size_t siglen, i, len = sizeof(msg1) - 1;
+	int n;
+
+	T_OK(dkim_key_generate(DKIM_ALG_ED25519_SHA256, 0, &pk.key));
+	txt = dkim_key_txt(pk.key);
+	{
+		struct keyset keys[] = { { "example.com", "sel", txt }, { NULL, NULL, NULL } };
+		struct dkim_signer *s = dkim_signer_new();
+
+		dkim_signer_on_headers(s, pick_key, &pk);
+		/* one byte at a time: the header end straddles every call */
+		for (i = 0; i < len; i++)
+			T_OK(dkim_signer_write(s, msg1 + i, 1));
+		T_OK(dkim_signer_finish(s, &sig, &siglen));
+		T_EQ(pk.calls, 1);
+		T_STREQ(pk.seen, "example.com");
+		m = malloc(siglen + len);
+		memcpy(m, sig, siglen);
+		memcpy(m + siglen, msg1, len);
+		T_EQ(verify_msg(m, siglen + len, 11, keys, res, &n), 1);
+		free(m);
+		free(sig);
+		dkim_signer_free(s);
+	}
+	/* no From: the callback sees NULL and the result is empty */
+	{
+		struct dkim_signer *s = dkim_signer_new();
+
+		dkim_signer_on_headers(s, pick_key, &pk);
+		T_OK(dkim_signer_write(s, "To: x@y\r\n\r\nhi\r\n", 16));
+		T_OK(dkim_signer_finish(s, &sig, &siglen));
+		T_STREQ(pk.seen, "(none)");
+		T_EQ(siglen, 0);
+		free(sig);
+		dkim_signer_free(s);
+	}
+	free(txt);
+	dkim_key_free(pk.key);
+}
+
+TEST(dkim_verify_expired)
+{
+	struct dkim_key *ed;
+	struct dkim_sign_params p = { "example.com", "s", NULL,
+		DKIM_ALG_ED25519_SHA256, DKIM_CANON_RELAXED, DKIM_CANON_RELAXED,
+		NULL, 1000000000, 60 };
+	struct dkim_verify_result res[8];
+	char *txt, *m;
+	size_t len;
+	int rc, n;
+
+	T_OK(dkim_key_generate(DKIM_ALG_ED25519_SHA256, 0, &ed));
+	txt = dkim_key_txt(ed);
+	p.key = ed;
+	{
+		struct keyset keys[] = { { "example.com", "s", txt }, { NULL, NULL, NULL } };
+
+		m = sign_msg(msg1, sizeof(msg1) - 1, 100, &p, 1, &len, &rc);
+		T_OK(rc);
+		T_EQ(verify_msg(m, len, 100, keys, res, &n), 0);
+		T_STREQ(res[0].reason, "signature expired");
+		free(m);
+	}
+	free(txt);
+	dkim_key_free(ed);
+}
