@@ -78,6 +78,7 @@ integ: all
 
 test: deps
 	$(MAKE) all unit
+	$(MAKE) SAN=1 unit
 	$(MAKE) integ
 	$(MAKE) fuzz FUZZ_SECONDS=$(FUZZ_SHORT)
 

@@ -141,6 +141,30 @@ dkim_signer_new(void)
 	return s;
 }
 
+/* dns_name_ok - letters, digits, '-', '_' and '.', labels of 1..63 octets. */
+static int
+dns_name_ok(const char *s)
+{
+	size_t label = 0, n = 0;
+
+	for (; *s != '\0'; s++, n++) {
+		char c = *s;
+
+		if (c == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return 0;
+		if (++label > 63)
+			return 0;
+	}
+	return n > 0 && n <= 253 && label > 0;
+}
+
 int
 dkim_signer_add(struct dkim_signer *s, const struct dkim_sign_params *p)
 {
@@ -151,6 +175,8 @@ dkim_signer_add(struct dkim_signer *s, const struct dkim_sign_params *p)
 		return DKIM_ESTATE;
 	if (p->domain == NULL || p->selector == NULL || p->key == NULL ||
 	    *p->domain == '\0' || *p->selector == '\0')
+		return DKIM_EINVAL;
+	if (!dns_name_ok(p->domain) || !dns_name_ok(p->selector))
 		return DKIM_EINVAL;
 	if (dkim_key_alg(p->key) != p->alg)
 		return DKIM_EALG;

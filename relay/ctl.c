@@ -1,0 +1,909 @@
+/*
+ * ctl.c - bin/signetctl, the operator's command-line tool.  Commands are
+ * "signetctl GROUP COMMAND [options]", dispatched from ctl_cmds[]; today
+ * the only group is dkim (keygen, sign, verify), which drives the DKIM
+ * engine in dkim/ exactly as the relay does, so the tool doubles as a way
+ * to check the engine against other implementations.
+ *
+ * Messages may have LF or CRLF line ends: input is read in chunks and each
+ * bare LF becomes CRLF on the way (a CR ending one chunk is remembered for
+ * the next), then streamed into the signer or verifier.  Errors are one
+ * "signetctl: ..." line on stderr; usage errors exit 2, and so does every
+ * sign and keygen failure; verify exits 1 when the message does not pass.
+ */
+#include <arpa/nameser.h>
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <resolv.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dkim/dkim.h"
+#include "relay/relay.h"
+
+#define CTL_CHUNK (64 * 1024)        /* bytes read per read(2) */
+#define CTL_TXT_MAX (64 * 1024)      /* largest key file or TXT answer */
+#define CTL_EXIT_FAIL 1              /* verify: the message did not pass */
+#define CTL_EXIT_USAGE 2             /* bad usage, or a command failed */
+
+struct ctl_cmd {
+	const char *group;
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *usage;
+};
+
+static int ctl_dkim_keygen(int, char **);
+static int ctl_dkim_sign(int, char **);
+static int ctl_dkim_verify(int, char **);
+
+static const struct ctl_cmd ctl_cmds[] = {
+	{ "dkim", "keygen", ctl_dkim_keygen,
+	    "[-a rsa|ed25519] [-b BITS] -o KEYFILE" },
+	{ "dkim", "sign", ctl_dkim_sign,
+	    "-d DOMAIN -s SELECTOR -k KEYFILE [-a rsa-sha256|ed25519-sha256]\n"
+	    "\t\t[-c HEADER/BODY] [-H FIELD:FIELD...] [-t UNIXTIME] "
+	    "[-x SECONDS] [FILE]" },
+	{ "dkim", "verify", ctl_dkim_verify, "[--keys DIR] [FILE]" },
+};
+
+#define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
+
+/* A growable byte buffer: the message kept for writing after signing. */
+struct ctl_buf {
+	char *p;
+	size_t len, cap;
+};
+
+/* Where the verifier's key lookup looks: a directory, or DNS when NULL. */
+struct ctl_keys {
+	const char *dir;
+};
+
+/* ctl_err - print "signetctl: ..." on stderr. */
+static void __attribute__((format(printf, 1, 2)))
+ctl_err(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("signetctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ctl_usage - every command's synopsis on stderr; returns the usage exit. */
+static int
+ctl_usage(void)
+{
+	size_t i;
+
+	fprintf(stderr, "usage: signetctl GROUP COMMAND [options]\n");
+	for (i = 0; i < CTL_NCMDS; i++)
+		fprintf(stderr, "       signetctl %s %s %s\n", ctl_cmds[i].group,
+		    ctl_cmds[i].name, ctl_cmds[i].usage);
+	fprintf(stderr, "       signetctl --version\n");
+	return CTL_EXIT_USAGE;
+}
+
+/* ctl_badopt - report a getopt failure for command cmd; the usage exit. */
+static int
+ctl_badopt(const char *cmd, int ch, int opt, char **argv)
+{
+	if (ch == ':')
+		ctl_err("dkim %s: option %s needs an argument", cmd,
+		    argv[optind - 1]);
+	else if (opt != 0)
+		ctl_err("dkim %s: unknown option -%c (see signetctl help)",
+		    cmd, opt);
+	else
+		ctl_err("dkim %s: unknown option %s (see signetctl help)",
+		    cmd, argv[optind - 1]);
+	return CTL_EXIT_USAGE;
+}
+
+/* ctl_parse_long - a whole decimal number in [min, max], or -1. */
+static int
+ctl_parse_long(const char *s, long long min, long long max, long long *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (*s == '\0' || *end != '\0' || errno != 0 || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* ctl_buf_add - append len bytes; -ENOMEM when the buffer can't grow. */
+static int
+ctl_buf_add(struct ctl_buf *b, const char *p, size_t len)
+{
+	size_t cap;
+	char *np;
+
+	if (len > SIZE_MAX / 2 - b->len)
+		return -ENOMEM;
+	if (b->len + len > b->cap) {
+		cap = b->cap ? b->cap : CTL_CHUNK;
+		while (cap < b->len + len)
+			cap *= 2;
+		if ((np = realloc(b->p, cap)) == NULL)
+			return -ENOMEM;
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->len, p, len);
+	b->len += len;
+	return 0;
+}
+
+/*
+ * ctl_crlf - copy in to out turning each bare LF into CRLF; out holds 2 *
+ * len bytes.  *cr says whether the byte before in (the end of the previous
+ * chunk) was a CR.  Returns the output length.
+ */
+static size_t
+ctl_crlf(const char *in, size_t len, char *out, int *cr)
+{
+	size_t i, o = 0;
+
+	for (i = 0; i < len; i++) {
+		if (in[i] == '\n' && !*cr)
+			out[o++] = '\r';
+		out[o++] = in[i];
+		*cr = in[i] == '\r';
+	}
+	return o;
+}
+
+/* The engine's two writers, under one signature for ctl_read_message. */
+typedef int (*ctl_feed_cb)(void *arg, const char *p, size_t len);
+
+/* ctl_feed_signer - dkim_signer_write for ctl_read_message. */
+static int
+ctl_feed_signer(void *arg, const char *p, size_t len)
+{
+	return dkim_signer_write(arg, p, len);
+}
+
+/* ctl_feed_verifier - dkim_verifier_write for ctl_read_message. */
+static int
+ctl_feed_verifier(void *arg, const char *p, size_t len)
+{
+	return dkim_verifier_write(arg, p, len);
+}
+
+/*
+ * ctl_read_message - stream FILE (stdin for NULL or "-") through feed with
+ * CRLF line ends, keeping a copy in keep when it is not NULL.  With keep,
+ * the message is going out, so a last line without a line end gets its
+ * CRLF, as SMTP would give it: verifiers disagree on how to canonicalize
+ * an unterminated last line (trailing WSP on it, under relaxed), and this
+ * way there is nothing to disagree on.  0; -1 after reporting an I/O
+ * error; or feed's error (not reported).
+ */
+static int
+ctl_read_message(const char *file, ctl_feed_cb feed, void *arg,
+    struct ctl_buf *keep)
+{
+	char *in = NULL, *out = NULL, last = '\n';
+	const char *name, *eol;
+	int fd = 0, cr = 0, rc = 0;
+	size_t olen;
+	ssize_t n;
+
+	if (file != NULL && strcmp(file, "-") != 0) {
+		name = file;
+		if ((fd = open(file, O_RDONLY | O_CLOEXEC)) == -1) {
+			ctl_err("%s: %s", file, strerror(errno));
+			rc = -1;
+			goto fail;
+		}
+	} else
+		name = "stdin";
+	if ((in = malloc(CTL_CHUNK)) == NULL ||
+	    (out = malloc(2 * CTL_CHUNK)) == NULL) {
+		ctl_err("out of memory");
+		rc = -1;
+		goto fail;
+	}
+	for (;;) {
+		n = read(fd, in, CTL_CHUNK);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			ctl_err("%s: %s", name, strerror(errno));
+			rc = -1;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		olen = ctl_crlf(in, (size_t)n, out, &cr);
+		last = in[n - 1];
+		if ((rc = feed(arg, out, olen)) != 0)
+			goto fail;
+		if (keep != NULL && ctl_buf_add(keep, out, olen) != 0) {
+			ctl_err("%s: message too large for memory", name);
+			rc = -1;
+			goto fail;
+		}
+	}
+	if (keep != NULL && last != '\n') {
+		eol = last == '\r' ? "\n" : "\r\n";
+		if ((rc = feed(arg, eol, strlen(eol))) != 0)
+			goto fail;
+		if (ctl_buf_add(keep, eol, strlen(eol)) != 0) {
+			ctl_err("%s: message too large for memory", name);
+			rc = -1;
+			goto fail;
+		}
+	}
+fail:
+	if (fd > 0)
+		close(fd);
+	free(in);
+	free(out);
+	return rc;
+}
+
+/* ctl_write_out - write len bytes to stdout; 0 or -1 (reported). */
+static int
+ctl_write_out(const char *p, size_t len)
+{
+	if (len > 0 && fwrite(p, 1, len, stdout) != len) {
+		ctl_err("stdout: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* ---- dkim keygen ---------------------------------------------------------- */
+
+static int
+ctl_dkim_keygen(int argc, char **argv)
+{
+	static const struct option longopts[] = { { NULL, 0, NULL, 0 } };
+	enum dkim_alg alg = DKIM_ALG_RSA_SHA256;
+	struct dkim_key *key = NULL;
+	const char *out = NULL, *bitsarg = NULL;
+	long long bits = 2048;
+	char *txt = NULL;
+	int ch, rc = CTL_EXIT_USAGE, r;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":a:b:o:", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'a':
+			if (strcmp(optarg, "rsa") == 0 ||
+			    strcmp(optarg, "rsa-sha256") == 0)
+				alg = DKIM_ALG_RSA_SHA256;
+			else if (strcmp(optarg, "ed25519") == 0 ||
+			    strcmp(optarg, "ed25519-sha256") == 0)
+				alg = DKIM_ALG_ED25519_SHA256;
+			else {
+				ctl_err("dkim keygen: -a %s: want rsa or ed25519",
+				    optarg);
+				goto fail;
+			}
+			break;
+		case 'b':
+			bitsarg = optarg;
+			break;
+		case 'o':
+			out = optarg;
+			break;
+		default:
+			rc = ctl_badopt("keygen", ch, optopt, argv);
+			goto fail;
+		}
+	}
+	if (optind != argc) {
+		ctl_err("dkim keygen: unexpected argument %s", argv[optind]);
+		goto fail;
+	}
+	if (out == NULL || *out == '\0') {
+		ctl_err("dkim keygen: -o KEYFILE is required");
+		goto fail;
+	}
+	/* Ed25519 keys have one size: -b is ignored for them. */
+	if (bitsarg != NULL && alg == DKIM_ALG_RSA_SHA256 &&
+	    ctl_parse_long(bitsarg, 1024, 4096, &bits) != 0) {
+		ctl_err("dkim keygen: -b %s: RSA key size must be 1024 to 4096 "
+		    "bits", bitsarg);
+		goto fail;
+	}
+	if ((r = dkim_key_generate(alg, (int)bits, &key)) != 0) {
+		ctl_err("dkim keygen: %s", dkim_strerror(r));
+		goto fail;
+	}
+	if ((r = dkim_key_write_pem(key, out)) != 0) {
+		ctl_err("%s: %s", out, dkim_strerror(r));
+		goto fail;
+	}
+	if ((txt = dkim_key_txt(key)) == NULL) {
+		ctl_err("dkim keygen: out of memory");
+		goto fail;
+	}
+	printf("%s\n", txt);
+	if (fflush(stdout) != 0) {
+		ctl_err("stdout: %s", strerror(errno));
+		goto fail;
+	}
+	rc = 0;
+fail:
+	free(txt);
+	dkim_key_free(key);
+	return rc;
+}
+
+/* ---- dkim sign ------------------------------------------------------------ */
+
+/*
+ * ctl_name_ok - is s a plausible DNS name (letters, digits, '-', '_', '.',
+ * no empty label)?  d= and s= come from the message, and in --keys mode
+ * they become part of a path: this keeps "../" out.
+ */
+static int
+ctl_name_ok(const char *s)
+{
+	size_t len = strlen(s), i;
+
+	if (len == 0 || len > 253 || s[0] == '.')
+		return 0;
+	for (i = 0; i < len; i++) {
+		if (s[i] == '.' && (s[i + 1] == '.'))
+			return 0;
+		if (!isalnum((unsigned char)s[i]) && s[i] != '-' &&
+		    s[i] != '_' && s[i] != '.')
+			return 0;
+	}
+	return 1;
+}
+
+/* ctl_list_has_from - does a colon-separated header list name From? */
+static int
+ctl_list_has_from(const char *list)
+{
+	const char *p = list, *e;
+	size_t len;
+
+	for (;;) {
+		e = strchr(p, ':');
+		len = e != NULL ? (size_t)(e - p) : strlen(p);
+		while (len > 0 && (*p == ' ' || *p == '\t')) {
+			p++;
+			len--;
+		}
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		if (len == 4 && strncasecmp(p, "from", 4) == 0)
+			return 1;
+		if (e == NULL)
+			return 0;
+		p = e + 1;
+	}
+}
+
+static int
+ctl_dkim_sign(int argc, char **argv)
+{
+	static const struct option longopts[] = { { NULL, 0, NULL, 0 } };
+	struct dkim_sign_params sp;
+	struct dkim_signer *signer = NULL;
+	struct dkim_key *key = NULL;
+	struct ctl_buf msg = { 0 };
+	const char *keyfile = NULL, *algarg = NULL, *file = NULL;
+	char *sig = NULL, err[512];
+	long long v;
+	size_t siglen;
+	int ch, r, rc = CTL_EXIT_USAGE;
+
+	memset(&sp, 0, sizeof(sp));
+	sp.hcanon = DKIM_CANON_RELAXED;
+	sp.bcanon = DKIM_CANON_RELAXED;
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":d:s:k:a:c:H:t:x:", longopts,
+	    NULL)) != -1) {
+		switch (ch) {
+		case 'd':
+			sp.domain = optarg;
+			break;
+		case 's':
+			sp.selector = optarg;
+			break;
+		case 'k':
+			keyfile = optarg;
+			break;
+		case 'a':
+			algarg = optarg;
+			break;
+		case 'c':
+			if (dkim_canon_parse(optarg, &sp.hcanon, &sp.bcanon) != 0) {
+				ctl_err("dkim sign: -c %s: want simple or relaxed, "
+				    "as HEADER/BODY", optarg);
+				goto fail;
+			}
+			break;
+		case 'H':
+			if (!ctl_list_has_from(optarg)) {
+				ctl_err("dkim sign: -H %s: the list must include "
+				    "From (RFC 6376 5.4)", optarg);
+				goto fail;
+			}
+			sp.headers = optarg;
+			break;
+		case 't':
+			if (ctl_parse_long(optarg, 1, LLONG_MAX, &v) != 0 ||
+			    (time_t)v != v) {
+				ctl_err("dkim sign: -t %s: want a positive UNIX "
+				    "time", optarg);
+				goto fail;
+			}
+			sp.t = (time_t)v;
+			break;
+		case 'x':
+			if (ctl_parse_long(optarg, 1, LONG_MAX, &v) != 0) {
+				ctl_err("dkim sign: -x %s: want a positive number "
+				    "of seconds", optarg);
+				goto fail;
+			}
+			sp.x = (long)v;
+			break;
+		default:
+			rc = ctl_badopt("sign", ch, optopt, argv);
+			goto fail;
+		}
+	}
+	if (argc - optind > 1) {
+		ctl_err("dkim sign: unexpected argument %s", argv[optind + 1]);
+		goto fail;
+	}
+	if (optind < argc)
+		file = argv[optind];
+	if (sp.domain == NULL || *sp.domain == '\0' ||
+	    sp.selector == NULL || *sp.selector == '\0' ||
+	    keyfile == NULL || *keyfile == '\0') {
+		ctl_err("dkim sign: -d DOMAIN, -s SELECTOR and -k KEYFILE are "
+		    "required");
+		goto fail;
+	}
+	if (!ctl_name_ok(sp.domain) || !ctl_name_ok(sp.selector)) {
+		ctl_err("dkim sign: -d %s -s %s: not a valid domain and selector",
+		    sp.domain, sp.selector);
+		goto fail;
+	}
+	if (algarg != NULL && dkim_alg_parse(algarg, &sp.alg) != 0) {
+		ctl_err("dkim sign: -a %s: want rsa-sha256 or ed25519-sha256",
+		    algarg);
+		goto fail;
+	}
+	if ((r = dkim_key_load(keyfile, &key, err, sizeof(err))) != 0) {
+		ctl_err("%s", err);
+		goto fail;
+	}
+	if (algarg == NULL)
+		sp.alg = dkim_key_alg(key);
+	else if (sp.alg != dkim_key_alg(key)) {
+		ctl_err("dkim sign: -a %s does not match the %s key in %s",
+		    algarg, dkim_key_alg(key) == DKIM_ALG_ED25519_SHA256 ?
+		    "Ed25519" : "RSA", keyfile);
+		goto fail;
+	}
+	sp.key = key;
+	if ((signer = dkim_signer_new()) == NULL) {
+		ctl_err("out of memory");
+		goto fail;
+	}
+	if ((r = dkim_signer_add(signer, &sp)) != 0) {
+		ctl_err("dkim sign: d=%s s=%s: %s", sp.domain, sp.selector,
+		    dkim_strerror(r));
+		goto fail;
+	}
+	if ((r = ctl_read_message(file, ctl_feed_signer, signer, &msg)) != 0) {
+		if (r != -1)
+			ctl_err("%s: %s", file != NULL ? file : "stdin",
+			    dkim_strerror(r));
+		goto fail;
+	}
+	if ((r = dkim_signer_finish(signer, &sig, &siglen)) != 0) {
+		ctl_err("%s: %s", file != NULL ? file : "stdin",
+		    dkim_strerror(r));
+		goto fail;
+	}
+	if (ctl_write_out(sig, siglen) != 0 || ctl_write_out(msg.p, msg.len) != 0)
+		goto fail;
+	if (fflush(stdout) != 0) {
+		ctl_err("stdout: %s", strerror(errno));
+		goto fail;
+	}
+	rc = 0;
+fail:
+	free(sig);
+	free(msg.p);
+	dkim_signer_free(signer);
+	dkim_key_free(key);
+	return rc;
+}
+
+/* ---- dkim verify ---------------------------------------------------------- */
+
+/*
+ * ctl_txt_text - the TXT value held in a key file: either the bare text
+ * (trailing newline and surrounding blanks trimmed), or, when the file has
+ * quoted strings as in a zone file, those strings joined (RFC 1035 5.1
+ * escapes \X and \DDD; outside quotes, ';' starts a comment and everything
+ * else, such as "( )" or "IN TXT", is skipped).  NULL on OOM.
+ */
+static char *
+ctl_txt_text(const char *p, size_t len)
+{
+	const char *end = p + len;
+	char *out, *o;
+	int d;
+
+	if ((out = malloc(len + 1)) == NULL)
+		return NULL;
+	o = out;
+	if (memchr(p, '"', len) == NULL) {
+		while (p < end && isspace((unsigned char)*p))
+			p++;
+		while (end > p && isspace((unsigned char)end[-1]))
+			end--;
+		memcpy(out, p, (size_t)(end - p));
+		out[end - p] = '\0';
+		return out;
+	}
+	while (p < end) {
+		if (*p == ';') {
+			while (p < end && *p != '\n')
+				p++;
+			continue;
+		}
+		if (*p++ != '"')
+			continue;
+		while (p < end && *p != '"') {
+			if (*p != '\\' || p + 1 == end) {
+				*o++ = *p++;
+				continue;
+			}
+			p++;
+			if (end - p >= 3 && isdigit((unsigned char)p[0]) &&
+			    isdigit((unsigned char)p[1]) &&
+			    isdigit((unsigned char)p[2]) &&
+			    (d = (p[0] - '0') * 100 + (p[1] - '0') * 10 +
+			    (p[2] - '0')) <= 255) {
+				*o++ = (char)d;
+				p += 3;
+			} else
+				*o++ = *p++;
+		}
+		if (p < end)
+			p++;
+	}
+	*o = '\0';
+	return out;
+}
+
+/* ctl_read_small - read a whole small file; 0, or -errno (EFBIG if large). */
+static int
+ctl_read_small(const char *path, char **out, size_t *outlen)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	ssize_t n;
+	int fd, rc = 0;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -errno;
+	if ((buf = malloc(CTL_TXT_MAX + 1)) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (;;) {
+		n = read(fd, buf + len, CTL_TXT_MAX + 1 - len);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			rc = -errno;
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > CTL_TXT_MAX) {
+			rc = -EFBIG;
+			goto fail;
+		}
+	}
+	*out = buf;
+	*outlen = len;
+	buf = NULL;
+fail:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/*
+ * ctl_lookup_dir - key lookup from DIR/<selector>._domainkey.<domain>.txt;
+ * DNS names are case-insensitive, so a lower-cased name is tried second.
+ */
+static int
+ctl_lookup_dir(const char *dir, const char *domain, const char *selector,
+    char **txt, char *err, size_t errlen)
+{
+	char path[PATH_MAX], *buf = NULL, *lc;
+	size_t len = 0;
+	int r, rc = DKIM_ENOKEY;
+
+	if (snprintf(path, sizeof(path), "%s/%s._domainkey.%s.txt", dir,
+	    selector, domain) >= (int)sizeof(path)) {
+		snprintf(err, errlen, "key file name too long");
+		goto fail;
+	}
+	r = ctl_read_small(path, &buf, &len);
+	if (r == -ENOENT) {
+		for (lc = path + strlen(dir) + 1; *lc != '\0'; lc++)
+			*lc = (char)tolower((unsigned char)*lc);
+		r = ctl_read_small(path, &buf, &len);
+		if (r == -ENOENT)
+			snprintf(path, sizeof(path), "%s/%s._domainkey.%s.txt",
+			    dir, selector, domain);
+	}
+	if (r != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		rc = r == -ENOMEM ? DKIM_ENOMEM : DKIM_ENOKEY;
+		goto fail;
+	}
+	if ((*txt = ctl_txt_text(buf, len)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		rc = DKIM_ENOMEM;
+		goto fail;
+	}
+	rc = 0;
+fail:
+	free(buf);
+	return rc;
+}
+
+/*
+ * ctl_lookup_dns - the TXT record at <selector>._domainkey.<domain>, its
+ * character-strings joined (RFC 6376 3.6.2.2).  With several TXT records,
+ * the first that starts with "v=DKIM1" wins, else the first.
+ */
+static int
+ctl_lookup_dns(const char *domain, const char *selector, char **txt,
+    char *err, size_t errlen)
+{
+	unsigned char *ans = NULL;
+	const unsigned char *rd;
+	char name[NS_MAXDNAME], *best = NULL, *cur = NULL;
+	size_t rdlen, off, clen;
+	ns_msg msg;
+	ns_rr rr;
+	int n, i, rc = DKIM_ENOKEY;
+
+	if (snprintf(name, sizeof(name), "%s._domainkey.%s", selector,
+	    domain) >= (int)sizeof(name)) {
+		snprintf(err, errlen, "key name too long");
+		goto fail;
+	}
+	if ((ans = malloc(CTL_TXT_MAX)) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		rc = DKIM_ENOMEM;
+		goto fail;
+	}
+	if ((n = res_query(name, ns_c_in, ns_t_txt, ans, CTL_TXT_MAX)) < 0) {
+		switch (h_errno) {
+		case HOST_NOT_FOUND:
+			snprintf(err, errlen, "%s does not exist", name);
+			break;
+		case NO_DATA:
+			snprintf(err, errlen, "no TXT record at %s", name);
+			break;
+		case TRY_AGAIN:
+			snprintf(err, errlen, "temporary DNS failure "
+			    "looking up %s", name);
+			break;
+		default:
+			snprintf(err, errlen, "DNS lookup of %s failed",
+			    name);
+			break;
+		}
+		goto fail;
+	}
+	if (n > CTL_TXT_MAX)
+		n = CTL_TXT_MAX;
+	if (ns_initparse(ans, n, &msg) < 0) {
+		snprintf(err, errlen, "malformed DNS answer for %s",
+		    name);
+		goto fail;
+	}
+	for (i = 0; i < ns_msg_count(msg, ns_s_an); i++) {
+		if (ns_parserr(&msg, ns_s_an, i, &rr) < 0)
+			break;
+		if (ns_rr_type(rr) != ns_t_txt || ns_rr_class(rr) != ns_c_in)
+			continue;
+		rd = ns_rr_rdata(rr);
+		rdlen = ns_rr_rdlen(rr);
+		if ((cur = malloc(rdlen + 1)) == NULL) {
+			snprintf(err, errlen, "out of memory");
+			rc = DKIM_ENOMEM;
+			goto fail;
+		}
+		/* RFC 1035 3.3.14: one or more <character-string>s. */
+		for (off = 0, clen = 0; off < rdlen; off += rd[off] + 1u) {
+			if (off + 1 + rd[off] > rdlen)
+				break;
+			memcpy(cur + clen, rd + off + 1, rd[off]);
+			clen += rd[off];
+		}
+		cur[clen] = '\0';
+		if (best == NULL || (strncmp(best, "v=DKIM1", 7) != 0 &&
+		    strncmp(cur, "v=DKIM1", 7) == 0)) {
+			free(best);
+			best = cur;
+		} else
+			free(cur);
+		cur = NULL;
+	}
+	if (best == NULL) {
+		snprintf(err, errlen, "no TXT record at %s", name);
+		goto fail;
+	}
+	*txt = best;
+	best = NULL;
+	rc = 0;
+fail:
+	free(cur);
+	free(best);
+	free(ans);
+	return rc;
+}
+
+/* ctl_lookup - the verifier's dkim_key_lookup_cb. */
+static int
+ctl_lookup(void *arg, const char *domain, const char *selector, char **txt,
+    char *err, size_t errlen)
+{
+	struct ctl_keys *keys = arg;
+
+	*txt = NULL;
+	if (!ctl_name_ok(domain) || !ctl_name_ok(selector)) {
+		snprintf(err, errlen, "d= or s= is not a valid DNS name");
+		return DKIM_ENOKEY;
+	}
+	if (keys->dir != NULL)
+		return ctl_lookup_dir(keys->dir, domain, selector, txt, err,
+		    errlen);
+	return ctl_lookup_dns(domain, selector, txt, err, errlen);
+}
+
+/* ctl_clean - copy s for printing, control and 8-bit bytes as '?'. */
+static const char *
+ctl_clean(const char *s, char *out, size_t outlen)
+{
+	size_t i;
+
+	for (i = 0; s[i] != '\0' && i + 1 < outlen; i++)
+		out[i] = (unsigned char)s[i] < 0x20 || (unsigned char)s[i] >= 0x7f ?
+		    '?' : s[i];
+	out[i] = '\0';
+	return out;
+}
+
+static int
+ctl_dkim_verify(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "keys", required_argument, NULL, 'K' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct dkim_verify_result res[DKIM_MAX_SIGS];
+	struct dkim_verifier *v = NULL;
+	struct ctl_keys keys = { NULL };
+	const char *file = NULL;
+	char d[256], s[256], a[32], why[256];
+	int ch, i, n, r, rc = CTL_EXIT_USAGE, ok;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'K':
+			keys.dir = optarg;
+			break;
+		default:
+			rc = ctl_badopt("verify", ch, optopt, argv);
+			goto fail;
+		}
+	}
+	if (argc - optind > 1) {
+		ctl_err("dkim verify: unexpected argument %s", argv[optind + 1]);
+		goto fail;
+	}
+	if (optind < argc)
+		file = argv[optind];
+	if ((v = dkim_verifier_new(ctl_lookup, &keys)) == NULL) {
+		ctl_err("out of memory");
+		goto fail;
+	}
+	if ((r = ctl_read_message(file, ctl_feed_verifier, v, NULL)) != 0) {
+		if (r != -1) {
+			ctl_err("%s: %s", file != NULL ? file : "stdin",
+			    dkim_strerror(r));
+			rc = CTL_EXIT_FAIL;
+		}
+		goto fail;
+	}
+	n = dkim_verifier_finish(v, time(NULL), res, DKIM_MAX_SIGS);
+	if (n < 0) {
+		ctl_err("%s: %s", file != NULL ? file : "stdin",
+		    dkim_strerror(n));
+		rc = CTL_EXIT_FAIL;
+		goto fail;
+	}
+	if (n == 0) {
+		printf("none: no DKIM-Signature\n");
+		rc = CTL_EXIT_FAIL;
+		goto fail;
+	}
+	ok = 1;
+	for (i = 0; i < n; i++) {
+		printf("%s d=%s s=%s a=%s %s\n", res[i].pass ? "pass" : "fail",
+		    ctl_clean(res[i].domain, d, sizeof(d)),
+		    ctl_clean(res[i].selector, s, sizeof(s)),
+		    ctl_clean(res[i].alg, a, sizeof(a)),
+		    res[i].pass ? "ok" : res[i].reason[0] != '\0' ?
+		    ctl_clean(res[i].reason, why, sizeof(why)) : "failed");
+		if (!res[i].pass)
+			ok = 0;
+	}
+	rc = ok ? 0 : CTL_EXIT_FAIL;
+fail:
+	if (fflush(stdout) != 0) {
+		ctl_err("stdout: %s", strerror(errno));
+		rc = CTL_EXIT_USAGE;
+	}
+	dkim_verifier_free(v);
+	return rc;
+}
+
+/* ---- dispatch -------------------------------------------------------------- */
+
+int
+main(int argc, char **argv)
+{
+	size_t i;
+
+	if (argc < 2 || strcmp(argv[1], "help") == 0 ||
+	    strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
+		return ctl_usage();
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "-V") == 0) {
+		printf("signetctl %s\n", relay_version());
+		return fflush(stdout) == 0 ? 0 : CTL_EXIT_USAGE;
+	}
+	if (argc < 3) {
+		ctl_err("%s: missing command (see signetctl help)", argv[1]);
+		return CTL_EXIT_USAGE;
+	}
+	for (i = 0; i < CTL_NCMDS; i++)
+		if (strcmp(argv[1], ctl_cmds[i].group) == 0 &&
+		    strcmp(argv[2], ctl_cmds[i].name) == 0)
+			return ctl_cmds[i].fn(argc - 2, argv + 2);
+	ctl_err("unknown command \"%s %s\" (see signetctl help)", argv[1],
+	    argv[2]);
+	return CTL_EXIT_USAGE;
+}

@@ -1,0 +1,278 @@
+/*
+ * relay.h - the public header of relay/, the processes Signet ships:
+ * bin/signet (the relay daemon, main.c) and bin/signetctl (the control
+ * tool, ctl.c), and what they share:
+ *
+ *   version.c	the version string
+ *   config.c	relay.conf: the settings table, loading, checking, dumping,
+ *		and turning a configuration into what smtp/ and queue/ take
+ *   signing.c	the static signing table (dkim_sign lines) and the
+ *		smtp_sign_lookup_fn that picks keys by From domain
+ *   log.c	logging to stderr or syslog, thread-safe
+ *   metrics.c	the Prometheus registry, the event hooks that feed it and
+ *		the admin HTTP server that serves GET /metrics
+ *
+ * A struct relay_config is immutable once loaded and may be read from any
+ * thread; a reload builds a new one.  Keys, address lists and the AUTH
+ * database it holds live as long as it does.
+ */
+#ifndef SIGNET_RELAY_H
+#define SIGNET_RELAY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "dkim/dkim.h"
+#include "queue/queue.h"
+#include "smtp/smtp.h"
+
+#define SIGNET_VERSION "0.1.0"
+
+/* relay_version - SIGNET_VERSION as built into the binary; can't fail. */
+const char *relay_version(void);
+
+/* ---- config.c: relay.conf ------------------------------------------------ */
+
+/*
+ * The settings are listed, with their types, defaults and ranges, in the
+ * table at the top of config.c and documented in relay.conf.  Fields are
+ * named after the settings.
+ */
+#define RELAY_CONF_NSETTINGS 40   /* room in set_line[]; >= the table size */
+
+/* A list setting (mynetworks, ...): items as written, in order. */
+struct relay_strlist {
+	char **v;
+	size_t n;
+};
+
+/* One dkim_sign line: DOMAIN SELECTOR KEYFILE [ALGORITHM]. */
+struct relay_dkim_sign {
+	char *domain;             /* lower case, no trailing dot */
+	char *selector;
+	char *keyfile;
+	enum dkim_alg alg;        /* the key's; ALGORITHM must agree */
+	struct dkim_key *key;     /* loaded once, at load time */
+	unsigned line;            /* where it was given; 0: not from a file */
+};
+
+struct relay_signtab;
+
+struct relay_config {
+	char *file;                       /* path loaded; NULL: embedded default */
+
+	/* identity and relaying */
+	char *myhostname;
+	struct relay_strlist mynetworks;
+	char *relayhost;                  /* "" = deliver directly (later issue) */
+
+	/* listeners */
+	struct smtp_listen *listen;
+	size_t nlisten;
+	char *admin_listen;               /* "" = no admin server */
+
+	/* limits */
+	uint64_t message_size_limit;      /* bytes, 0 = no limit */
+	unsigned smtpd_recipient_limit;
+	unsigned smtpd_client_connection_count_limit; /* 0 = no limit */
+	unsigned max_connections;
+	unsigned smtpd_timeout;           /* seconds */
+	unsigned smtpd_data_timeout;      /* seconds */
+	unsigned smtpd_idle_timeout;      /* seconds */
+	unsigned smtpd_hard_error_limit;
+	unsigned smtpd_junk_command_limit;
+	int smtpd_forbid_bare_newline;    /* enum smtp_bare_newline */
+
+	/* TLS, AUTH, PROXY */
+	char *smtpd_tls_cert_file;        /* "" = no TLS */
+	char *smtpd_tls_key_file;
+	int smtpd_tls_self_signed;        /* generate cert + key if both missing */
+	char *smtpd_auth_file;            /* "" = AUTH not offered */
+	struct relay_strlist smtpd_proxy_trusted_networks;
+
+	/* processes and spool */
+	char *spool_dir;
+	unsigned workers;
+	unsigned signing_threads;
+	unsigned spool_commit_window;     /* microseconds */
+	unsigned spool_commit_batch;
+
+	/* DKIM */
+	struct relay_dkim_sign *dkim_sign;
+	size_t ndkim_sign;
+	int dkim_hcanon, dkim_bcanon;     /* enum dkim_canon */
+	struct relay_strlist dkim_signed_headers;
+	char *dkim_headers;               /* the same, colon-joined (for h=) */
+
+	/* logging */
+	int log_level;                    /* syslog priority: LOG_DEBUG..LOG_ERR */
+
+	/* built from the above at load time */
+	struct smtp_netlist *mynetworks_nl;
+	struct smtp_netlist *proxy_trusted_nl;
+	struct smtp_authdb *authdb;       /* NULL without smtpd_auth_file */
+	struct relay_signtab *signtab;
+
+	/* line of the file that set each setting (0: default), by table index */
+	unsigned set_line[RELAY_CONF_NSETTINGS];
+};
+
+/*
+ * Errors and warnings go to this callback, one complete message per call
+ * without a newline: "FILE:LINE: message", "FILE:LINE: warning: message",
+ * or "FILE: message" when no line applies.  prio is LOG_ERR or LOG_WARNING.
+ */
+typedef void (*relay_config_err_cb)(void *arg, int prio, const char *msg);
+
+/*
+ * relay_config_default - fill cfg with the embedded default configuration:
+ * listen on 127.0.0.1:2525, spool in ./var/spool, a self-signed certificate
+ * in ./var/tls, nothing signed.  Returns 0 or -ENOMEM.  cfg must be freed
+ * with relay_config_free either way.
+ */
+int relay_config_default(struct relay_config *cfg);
+/*
+ * relay_config_load - the defaults, then every setting of the file at path.
+ * Every problem is reported through cb (NULL: to stderr), not just the
+ * first: unknown settings (with a suggestion), syntax, bad values, values
+ * out of range, unreadable keys, bad address lists.  A setting given twice
+ * is a warning and the later line wins, except for the repeatable ones
+ * (lists, listen, dkim_sign) whose lines add up.  DKIM keys, mynetworks,
+ * smtpd_proxy_trusted_networks and smtpd_auth_file are loaded here.
+ * Returns 0, -EINVAL when there was at least one error (warnings don't
+ * count), -ENOMEM, or -errno when the file can't be read.  cfg must be
+ * freed with relay_config_free in every case.
+ */
+int relay_config_load(const char *path, struct relay_config *cfg,
+    relay_config_err_cb cb, void *arg);
+/* relay_config_free - release everything cfg holds; the struct is zeroed. */
+void relay_config_free(struct relay_config *cfg);
+/*
+ * relay_config_dump - print every setting with its effective value, in
+ * table order, one "name = value" line each (several for listen and
+ * dkim_sign), in a form relay_config_load reads back.  With only_set, only
+ * the settings the file gave (postconf -n).  -errno on a write error.
+ */
+int relay_config_dump(const struct relay_config *cfg, FILE *fp, int only_set);
+
+/* relay_config_line - the file line that set name, 0 for the default or -1 if unknown. */
+int relay_config_line(const struct relay_config *cfg, const char *name);
+
+#define RELAY_SMTP_CHECK 0x01     /* check only: never write a certificate */
+
+/*
+ * relay_config_to_smtp - fill out for smtp_server_start: every pointer in
+ * it points into cfg (valid until relay_config_free) except out->tls, a new
+ * SSL_CTX reference the caller drops with SSL_CTX_free.  When the TLS files
+ * are missing and smtpd_tls_self_signed is set, a certificate for
+ * myhostname is generated there (not with RELAY_SMTP_CHECK).  The hooks are
+ * relay_sign_lookup (out->arg = cfg), relay_metrics_smtp_event and
+ * relay_log_hook.  0, or -EINVAL with "FILE:LINE: setting: reason" in err.
+ */
+int relay_config_to_smtp(const struct relay_config *cfg, struct smtp_config *out,
+    int flags, char *err, size_t errlen);
+/* relay_config_to_queue - fill out for queue_spool_new; can't fail. */
+void relay_config_to_queue(const struct relay_config *cfg, struct queue_config *out);
+
+/*
+ * relay_addr_parse - "127.0.0.1:2525" or "[::1]:2525" (IP literals only)
+ * into *ss.  0 or -EINVAL.
+ */
+int relay_addr_parse(const char *s, struct sockaddr_storage *ss);
+
+/* ---- signing.c: the static signing table --------------------------------- */
+
+/*
+ * relay_signtab_new - an immutable index of cfg's dkim_sign lines, with
+ * cfg's canonicalization and header list; it takes a reference on each key
+ * and copies what it keeps.  0 or -ENOMEM.  Free with relay_signtab_free.
+ */
+int relay_signtab_new(const struct relay_config *cfg, struct relay_signtab **out);
+/* relay_signtab_free - NULL ok. */
+void relay_signtab_free(struct relay_signtab *t);
+/*
+ * relay_signtab_lookup - the signatures to make for mail From domain (lower
+ * case): the dkim_sign lines for exactly that domain, in the order they
+ * were written (no parent-domain matching: a line for example.com does not
+ * sign mail from sub.example.com).  Fills out[0..max) with new key
+ * references; the strings point into t.  Returns how many (0: unsigned).
+ * Thread-safe.
+ */
+int relay_signtab_lookup(const struct relay_signtab *t, const char *domain,
+    struct dkim_sign_params *out, int max);
+/*
+ * relay_sign_lookup - smtp_sign_lookup_fn over the static table; arg is
+ * the const struct relay_config * the smtp_config came from.  Never refuses
+ * a message: a domain not in the table goes out unsigned.
+ */
+int relay_sign_lookup(void *arg, const struct smtp_sign_request *rq,
+    struct dkim_sign_params *out, int max, char *reason, size_t reasonlen);
+
+/* ---- log.c --------------------------------------------------------------- */
+
+/*
+ * relay_log_open - where log lines go from now on: syslog (ident "signet",
+ * facility LOG_MAIL) when use_syslog is set, else stderr as
+ * "2026-01-02T03:04:05.678Z signet[PID]: warning: message".  Messages less
+ * urgent than level (a syslog priority) are dropped.  Call before the
+ * workers start; relay_log_set_level may be called at any time.
+ */
+void relay_log_open(int use_syslog, int level);
+void relay_log_set_level(int level);
+/* relay_log_close - closelog() if syslog was in use. */
+void relay_log_close(void);
+/*
+ * relay_log - one line at syslog priority prio (LOG_ERR, LOG_WARNING,
+ * LOG_NOTICE, LOG_INFO, LOG_DEBUG; more urgent ones log as errors).
+ * Control characters in the message become '?'.  Thread-safe.
+ */
+void relay_log(int prio, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* relay_log_hook - the smtp_config.log / queue_config.log hook; arg unused. */
+void relay_log_hook(void *arg, int prio, const char *msg);
+
+/* ---- metrics.c ----------------------------------------------------------- */
+
+/*
+ * The registry is one per process and lock-free for updates: any thread may
+ * call the hooks.  relay_metrics_init records the process start time; call
+ * it once, early (the registry works without it).
+ */
+void relay_metrics_init(void);
+/* relay_metrics_smtp_event - the smtp_config.event hook; arg unused. */
+void relay_metrics_smtp_event(void *arg, enum smtp_event ev, double value,
+    const char *label);
+/* relay_metrics_queue_event - the queue_config.event hook; arg unused. */
+void relay_metrics_queue_event(void *arg, enum queue_event ev, double value);
+/*
+ * relay_metrics_queue_add - change signet_queue_messages by delta (the
+ * count queue_recover found at start, later deliveries).  Committed
+ * messages are counted by the queue hook already.
+ */
+void relay_metrics_queue_add(long delta);
+/*
+ * relay_metrics_render - every metric in the Prometheus text exposition
+ * format 0.0.4, in a malloc'd NUL-terminated string (length in *len), or
+ * NULL on OOM.
+ */
+char *relay_metrics_render(size_t *len);
+
+/* The admin HTTP server: GET /metrics and nothing else. */
+struct relay_admin;
+
+/*
+ * relay_admin_start - listen on addr ("127.0.0.1:9025") on loop.  0, or
+ * -errno / -EINVAL with the reason in err.
+ */
+int relay_admin_start(uv_loop_t *loop, const char *addr,
+    struct relay_admin **out, char *err, size_t errlen);
+/*
+ * relay_admin_stop - close the listener and every connection; cb(arg) runs
+ * once all handles are closed, then the server is freed.  cb may be NULL.
+ */
+void relay_admin_stop(struct relay_admin *a, void (*cb)(void *arg), void *arg);
+
+#endif
