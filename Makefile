@@ -2,6 +2,7 @@
 #
 #   make            build bin/signet and bin/signetctl
 #   make deps       install the Debian packages the build and tests need
+#   make run        deps, build, then run bin/signet on its embedded default
 #   make test       deps, build, unit tests, then integration tests
 #   make test SAN=1 the same with ASan+UBSan
 #   make fuzz       run every libFuzzer target for FUZZ_SECONDS each
@@ -47,7 +48,7 @@ SMTP_OBJS  := $(call obj,$(SMTP_SRCS))
 RELAY_OBJS := $(call obj,$(RELAY_SRCS))
 MOD_OBJS   := $(RELAY_OBJS) $(SMTP_OBJS) $(QUEUE_OBJS) $(DKIM_OBJS)
 
-.PHONY: all deps test unit integ fuzz bench clean
+.PHONY: all deps run test unit integ fuzz bench clean
 all: $(BIN)/signet $(BIN)/signetctl
 
 $(BIN)/signet: $(call obj,$(SIGNET_SRCS)) $(MOD_OBJS)
@@ -70,6 +71,11 @@ $(BUILD)/%.o: %.c
 deps:
 	@scripts/deps.sh
 
+# run the relay in the foreground on its embedded default configuration
+run: deps
+	$(MAKE) all
+	$(BIN)/signet
+
 unit: $(BUILD)/unit-tests
 	$(BUILD)/unit-tests
 
@@ -85,12 +91,16 @@ test: deps
 # ---- fuzzing (clang libFuzzer) --------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_SHORT   ?= 10
-FUZZ_TARGETS := fuzz_canon fuzz_header
+FUZZ_TARGETS := fuzz_canon fuzz_header fuzz_proxy
 FUZZ_CFLAGS  := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined
 
 build-fuzz/%: tests/fuzz/%.c $(DKIM_SRCS) dkim/dkim.h dkim/dkim_int.h
 	@mkdir -p build-fuzz
 	clang $(FUZZ_CFLAGS) -o $@ $< $(DKIM_SRCS) $(LIBS)
+
+build-fuzz/fuzz_proxy: tests/fuzz/fuzz_proxy.c smtp/proxy.c smtp/smtp.h smtp/smtp_int.h
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< smtp/proxy.c $(LIBS)
 
 fuzz: $(addprefix build-fuzz/,$(FUZZ_TARGETS))
 	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
