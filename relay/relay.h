@@ -34,7 +34,7 @@
 /* relay_version - SIGNET_VERSION as built into the binary; can't fail. */
 const char *relay_version(void);
 
-/* ---- config.c: relay.conf ------------------------------------------------ */
+/* ---- config.c: relay.conf --------------------------------------------- */
 
 /*
  * The settings are listed, with their types, defaults and ranges, in the
@@ -62,16 +62,17 @@ struct relay_dkim_sign {
 struct relay_signtab;
 
 struct relay_config {
-	char *file;                       /* path loaded; NULL: embedded default */
+	char *file;                       /* path loaded; NULL: built-in */
 
 	/* identity and relaying */
 	char *myhostname;
 	struct relay_strlist mynetworks;
-	char *relayhost;                  /* "" = deliver directly (later issue) */
+	char *relayhost;                  /* "" = MX delivery (later issue) */
 
 	/* listeners */
 	struct smtp_listen *listen;
 	size_t nlisten;
+	unsigned *listen_line;            /* line of each listen (0: default) */
 	char *admin_listen;               /* "" = no admin server */
 
 	/* limits */
@@ -89,7 +90,7 @@ struct relay_config {
 	/* TLS, AUTH, PROXY */
 	char *smtpd_tls_cert_file;        /* "" = no TLS */
 	char *smtpd_tls_key_file;
-	int smtpd_tls_self_signed;        /* generate cert + key if both missing */
+	int smtpd_tls_self_signed;        /* make cert + key if both missing */
 	char *smtpd_auth_file;            /* "" = AUTH not offered */
 	struct relay_strlist smtpd_proxy_trusted_networks;
 
@@ -108,7 +109,7 @@ struct relay_config {
 	char *dkim_headers;               /* the same, colon-joined (for h=) */
 
 	/* logging */
-	int log_level;                    /* syslog priority: LOG_DEBUG..LOG_ERR */
+	int log_level;                    /* syslog priority, LOG_ERR..DEBUG */
 
 	/* built from the above at load time */
 	struct smtp_netlist *mynetworks_nl;
@@ -116,7 +117,7 @@ struct relay_config {
 	struct smtp_authdb *authdb;       /* NULL without smtpd_auth_file */
 	struct relay_signtab *signtab;
 
-	/* line of the file that set each setting (0: default), by table index */
+	/* the line that set each setting (0: default), by table index */
 	unsigned set_line[RELAY_CONF_NSETTINGS];
 };
 
@@ -130,8 +131,9 @@ typedef void (*relay_config_err_cb)(void *arg, int prio, const char *msg);
 /*
  * relay_config_default - fill cfg with the embedded default configuration:
  * listen on 127.0.0.1:2525, spool in ./var/spool, a self-signed certificate
- * in ./var/tls, nothing signed.  Returns 0 or -ENOMEM.  cfg must be freed
- * with relay_config_free either way.
+ * in ./var/tls, nothing signed.  Returns 0, or -EINVAL (reported on
+ * stderr) if smtp/ refuses the default mynetworks; aborts on OOM.  cfg
+ * must be freed with relay_config_free either way.
  */
 int relay_config_default(struct relay_config *cfg);
 /*
@@ -143,11 +145,19 @@ int relay_config_default(struct relay_config *cfg);
  * (lists, listen, dkim_sign) whose lines add up.  DKIM keys, mynetworks,
  * smtpd_proxy_trusted_networks and smtpd_auth_file are loaded here.
  * Returns 0, -EINVAL when there was at least one error (warnings don't
- * count), -ENOMEM, or -errno when the file can't be read.  cfg must be
- * freed with relay_config_free in every case.
+ * count), or -errno when the file can't be read; aborts on OOM.  cfg must
+ * be freed with relay_config_free in every case.
  */
 int relay_config_load(const char *path, struct relay_config *cfg,
     relay_config_err_cb cb, void *arg);
+/*
+ * relay_config_restart_changes - for a reload (SIGHUP): report, as
+ * warnings through cb, each setting that differs between old and new but
+ * can't change without a restart (listen, admin_listen, spool_dir,
+ * workers, signing_threads, spool_commit_*).  Returns how many.
+ */
+int relay_config_restart_changes(const struct relay_config *old,
+    const struct relay_config *new, relay_config_err_cb cb, void *arg);
 /* relay_config_free - release everything cfg holds; the struct is zeroed. */
 void relay_config_free(struct relay_config *cfg);
 /*
@@ -158,7 +168,11 @@ void relay_config_free(struct relay_config *cfg);
  */
 int relay_config_dump(const struct relay_config *cfg, FILE *fp, int only_set);
 
-/* relay_config_line - the file line that set name, 0 for the default or -1 if unknown. */
+/*
+ * relay_config_line - the line of the file that set the setting name: 0
+ * for the default, -1 for no such setting.  For repeatable settings, the
+ * first line.
+ */
 int relay_config_line(const struct relay_config *cfg, const char *name);
 
 #define RELAY_SMTP_CHECK 0x01     /* check only: never write a certificate */
@@ -166,16 +180,20 @@ int relay_config_line(const struct relay_config *cfg, const char *name);
 /*
  * relay_config_to_smtp - fill out for smtp_server_start: every pointer in
  * it points into cfg (valid until relay_config_free) except out->tls, a new
- * SSL_CTX reference the caller drops with SSL_CTX_free.  When the TLS files
- * are missing and smtpd_tls_self_signed is set, a certificate for
- * myhostname is generated there (not with RELAY_SMTP_CHECK).  The hooks are
+ * SSL_CTX the caller drops with SSL_CTX_free (NULL when TLS is off).  When
+ * both TLS files are missing and smtpd_tls_self_signed is set, a
+ * certificate for myhostname is generated there, directories included.
+ * With RELAY_SMTP_CHECK (signet -t) nothing is written: existing files are
+ * loaded to check them (out->tls is then set, and must be freed too), and
+ * missing ones that would be generated are fine.  The hooks are
  * relay_sign_lookup (out->arg = cfg), relay_metrics_smtp_event and
  * relay_log_hook.  0, or -EINVAL with "FILE:LINE: setting: reason" in err.
  */
-int relay_config_to_smtp(const struct relay_config *cfg, struct smtp_config *out,
-    int flags, char *err, size_t errlen);
+int relay_config_to_smtp(const struct relay_config *cfg,
+    struct smtp_config *out, int flags, char *err, size_t errlen);
 /* relay_config_to_queue - fill out for queue_spool_new; can't fail. */
-void relay_config_to_queue(const struct relay_config *cfg, struct queue_config *out);
+void relay_config_to_queue(const struct relay_config *cfg,
+    struct queue_config *out);
 
 /*
  * relay_addr_parse - "127.0.0.1:2525" or "[::1]:2525" (IP literals only)
@@ -183,14 +201,15 @@ void relay_config_to_queue(const struct relay_config *cfg, struct queue_config *
  */
 int relay_addr_parse(const char *s, struct sockaddr_storage *ss);
 
-/* ---- signing.c: the static signing table --------------------------------- */
+/* ---- signing.c: the static signing table ------------------------------ */
 
 /*
  * relay_signtab_new - an immutable index of cfg's dkim_sign lines, with
  * cfg's canonicalization and header list; it takes a reference on each key
  * and copies what it keeps.  0 or -ENOMEM.  Free with relay_signtab_free.
  */
-int relay_signtab_new(const struct relay_config *cfg, struct relay_signtab **out);
+int relay_signtab_new(const struct relay_config *cfg,
+    struct relay_signtab **out);
 /* relay_signtab_free - NULL ok. */
 void relay_signtab_free(struct relay_signtab *t);
 /*
@@ -211,14 +230,15 @@ int relay_signtab_lookup(const struct relay_signtab *t, const char *domain,
 int relay_sign_lookup(void *arg, const struct smtp_sign_request *rq,
     struct dkim_sign_params *out, int max, char *reason, size_t reasonlen);
 
-/* ---- log.c --------------------------------------------------------------- */
+/* ---- log.c ------------------------------------------------------------ */
 
 /*
  * relay_log_open - where log lines go from now on: syslog (ident "signet",
  * facility LOG_MAIL) when use_syslog is set, else stderr as
- * "2026-01-02T03:04:05.678Z signet[PID]: warning: message".  Messages less
- * urgent than level (a syslog priority) are dropped.  Call before the
- * workers start; relay_log_set_level may be called at any time.
+ * "2026-01-02T03:04:05.678Z signet[PID]: warning: message" (UTC).
+ * Messages less urgent than level (a syslog priority) are dropped.  Call
+ * before any other thread starts (openlog is not thread-safe);
+ * relay_log_set_level may be called at any time, from any thread.
  */
 void relay_log_open(int use_syslog, int level);
 void relay_log_set_level(int level);
@@ -233,8 +253,20 @@ void relay_log(int prio, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 /* relay_log_hook - the smtp_config.log / queue_config.log hook; arg unused. */
 void relay_log_hook(void *arg, int prio, const char *msg);
+/*
+ * relay_panic - log "panic: ..." (broken invariant) and abort with a core.
+ * The relay_x* allocators call it when memory runs out: they never return
+ * NULL (the "x" of OpenSMTPD's xcalloc).
+ */
+void relay_panic(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+void *relay_xmalloc(size_t size);
+void *relay_xcalloc(size_t n, size_t size);
+void *relay_xrealloc(void *p, size_t n, size_t size);
+char *relay_xstrdup(const char *s);
+char *relay_xstrndup(const char *s, size_t len);
 
-/* ---- metrics.c ----------------------------------------------------------- */
+/* ---- metrics.c -------------------------------------------------------- */
 
 /*
  * The registry is one per process and lock-free for updates: any thread may
