@@ -1,199 +1,366 @@
 /*
  * main.c - bin/signet, the relay daemon.
  *
- * This is the placeholder until the SMTP server issue turns it into the
- * daemon: it only reports its version and the configuration it would run
- * with.  The configuration is `name = value` lines; a line whose first
- * non-blank character is '#' is a comment (as in Postfix main.cf, a '#'
- * later in a line is part of the value).  Names are checked for syntax
- * only: the table of known directives arrives with relay/config.c.
+ *   signet [-c FILE] [-t] [-s] [-n] [-V]
+ *	-c FILE	configuration (default: the embedded one, see relay.conf)
+ *	-t	check the configuration: "configuration OK", or every problem
+ *		as "FILE:LINE: message" on stderr, exit 1
+ *	-n	print the settings that differ from the defaults (postconf -n)
+ *	-s	log to syslog (LOG_MAIL) instead of stderr
+ *	-V	print the version
  *
- *   signet [-c FILE] [-t] [-V]
- *	-V	print "signet VERSION" and exit
- *	-c FILE	read FILE instead of the built-in defaults
- *	-t	check the configuration: "configuration OK", or one
- *		"FILE:LINE: message" per problem on stderr and exit 1
+ * The daemon runs in the foreground.  It recovers the spool, then starts
+ * `workers` threads, each with its own libuv loop, its own spool handle (and
+ * io_uring ring) and its own listening sockets on every address (the kernel
+ * spreads connections through SO_REUSEPORT).  DKIM signatures are computed
+ * on libuv's thread pool, sized by signing_threads.  The main thread keeps a
+ * loop of its own for signals and the admin (metrics) listener.
+ *
+ * SIGHUP re-reads the file: on success new sessions use the new settings and
+ * keys, sessions already open finish with the old ones; on error the old
+ * configuration stays and the errors are logged.  SIGTERM/SIGINT stop the
+ * listeners, let transactions in progress finish for up to
+ * RELAY_STOP_DEADLINE_MS, then exit with the spool consistent.
  */
 #include <errno.h>
-#include <stdarg.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <syslog.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+#include <uv.h>
+
+#include "queue/queue.h"
 #include "relay/relay.h"
+#include "smtp/smtp.h"
 
-#define SIGNET_LINE_MAX 4096
+#define RELAY_STOP_DEADLINE_MS 30000
 
-/* The built-in configuration, used without -c. */
-static const char *const signet_defaults[][2] = {
-	{ "listen", "127.0.0.1:2525" },
-	{ "spool_dir", "./var/spool" },
-	{ "key_store", "local" },
+/*
+ * A loaded configuration and the smtp_config built from it.  Workers hold
+ * references through their smtp_server; the last release frees it.
+ */
+struct relay_gen {
+	struct relay_config cfg;
+	struct smtp_config sc;
+	atomic_int refs;
 };
 
-struct signet_conf {
-	char **name, **value;
-	size_t n, cap;
-	int errors;
+struct relay_worker {
+	int id;
+	uv_thread_t thread;
+	uv_loop_t loop;
+	uv_async_t wake;
+	uv_mutex_t lock;
+	struct relay_gen *pending;   /* a new configuration to switch to */
+	int stop;                    /* stop requested */
+	struct queue_spool *spool;
+	struct smtp_server *srv;
+	struct relay_gen *gen;       /* the generation its server runs */
+	int started;                 /* 1 ok, -1 failed */
+	uv_sem_t ready;
 };
 
-/* signet_usage - the command line, on stderr; exit 2. */
+static struct relay_worker *workers;
+static unsigned nworkers;
+static struct relay_gen *current;
+static struct queue_config qconf;
+static uv_loop_t *main_loop;
+static struct relay_admin *admin;
+static uv_signal_t sig_term, sig_int, sig_hup;
+static int stopping;
+
+/* gen_free - drop one reference to a configuration generation. */
 static void
-signet_usage(void)
+gen_unref(struct relay_gen *g)
 {
-	fprintf(stderr, "usage: signet [-c FILE] [-t] [-V]\n");
+	if (g == NULL || atomic_fetch_sub(&g->refs, 1) != 1)
+		return;
+	if (g->sc.tls != NULL)
+		SSL_CTX_free(g->sc.tls);
+	relay_config_free(&g->cfg);
+	free(g);
+}
+
+/* gen_release - smtp_server_reconfigure's release callback (any thread). */
+static void
+gen_release(const struct smtp_config *old)
+{
+	uintptr_t p = (uintptr_t)old - offsetof(struct relay_gen, sc);
+
+	gen_unref((struct relay_gen *)p);
+}
+
+/* gen_load - load path (NULL: the embedded default) into a new generation. */
+static struct relay_gen *
+gen_load(const char *path, int check_only)
+{
+	struct relay_gen *g = relay_xcalloc(1, sizeof(*g));
+	char err[512];
+	int rc;
+
+	rc = path != NULL ? relay_config_load(path, &g->cfg, NULL, NULL) :
+	    relay_config_default(&g->cfg);
+	if (rc != 0)
+		goto fail;
+	if (relay_config_to_smtp(&g->cfg, &g->sc, check_only ? RELAY_SMTP_CHECK : 0,
+	    err, sizeof(err)) != 0) {
+		relay_log(LOG_ERR, "%s", err);
+		goto fail;
+	}
+	atomic_init(&g->refs, 1);
+	return g;
+fail:
+	relay_config_free(&g->cfg);
+	free(g);
+	return NULL;
+}
+
+/* ---- workers ----------------------------------------------------------- */
+
+static void
+worker_spool_closed(void *arg)
+{
+	struct relay_worker *w = arg;
+
+	uv_close((uv_handle_t *)&w->wake, NULL);
+}
+
+static void
+worker_server_stopped(void *arg)
+{
+	struct relay_worker *w = arg;
+
+	w->srv = NULL;
+	queue_spool_close(w->spool, worker_spool_closed, w);
+}
+
+/* worker_wake - the main thread asked for a reload or a stop. */
+static void
+worker_wake(uv_async_t *h)
+{
+	struct relay_worker *w = h->data;
+	struct relay_gen *g;
+	int stop;
+
+	uv_mutex_lock(&w->lock);
+	g = w->pending;
+	w->pending = NULL;
+	stop = w->stop;
+	w->stop = 0;
+	uv_mutex_unlock(&w->lock);
+	if (g != NULL) {
+		if (w->srv != NULL) {
+			smtp_server_reconfigure(w->srv, &g->sc, gen_release);
+			w->gen = g;
+		} else
+			gen_unref(g);
+	}
+	if (stop && w->srv != NULL)
+		smtp_server_stop(w->srv, RELAY_STOP_DEADLINE_MS,
+		    worker_server_stopped, w);
+}
+
+static void
+worker_main(void *arg)
+{
+	struct relay_worker *w = arg;
+	int rc;
+
+	uv_loop_init(&w->loop);
+	uv_async_init(&w->loop, &w->wake, worker_wake);
+	w->wake.data = w;
+	if ((rc = queue_spool_new(&w->loop, &qconf, &w->spool)) != 0) {
+		relay_log(LOG_ERR, "worker %d: spool %s: %s", w->id,
+		    qconf.spool_dir, strerror(-rc));
+		goto fail;
+	}
+	/* the server keeps a reference to the generation it runs */
+	atomic_fetch_add(&current->refs, 1);
+	if ((rc = smtp_server_start(&w->loop, &current->sc, w->spool, &w->srv)) != 0) {
+		gen_unref(current);
+		relay_log(LOG_ERR, "worker %d: cannot listen: %s", w->id,
+		    strerror(-rc));
+		queue_spool_close(w->spool, worker_spool_closed, w);
+		uv_run(&w->loop, UV_RUN_DEFAULT);
+		goto fail;
+	}
+	w->gen = current;
+	w->started = 1;
+	uv_sem_post(&w->ready);
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&w->loop);
+	gen_unref(w->gen);
+	return;
+fail:
+	if (!uv_is_closing((uv_handle_t *)&w->wake))
+		uv_close((uv_handle_t *)&w->wake, NULL);
+	uv_run(&w->loop, UV_RUN_DEFAULT);
+	uv_loop_close(&w->loop);
+	w->started = -1;
+	uv_sem_post(&w->ready);
+}
+
+/* workers_start - start every worker; 0 or -1 if one failed. */
+static int
+workers_start(unsigned n)
+{
+	unsigned i;
+	int ok = 0;
+
+	nworkers = n;
+	workers = relay_xcalloc(n, sizeof(*workers));
+	for (i = 0; i < n; i++) {
+		struct relay_worker *w = &workers[i];
+
+		w->id = (int)i;
+		uv_mutex_init(&w->lock);
+		uv_sem_init(&w->ready, 0);
+		if (uv_thread_create(&w->thread, worker_main, w) != 0)
+			relay_panic("cannot create worker thread");
+		uv_sem_wait(&w->ready);
+		if (w->started < 0)
+			ok = -1;
+	}
+	return ok;
+}
+
+/* workers_send - hand every worker a reload (g) and/or a stop. */
+static void
+workers_send(struct relay_gen *g, int stop)
+{
+	unsigned i;
+
+	for (i = 0; i < nworkers; i++) {
+		struct relay_worker *w = &workers[i];
+
+		if (w->started != 1)
+			continue;
+		uv_mutex_lock(&w->lock);
+		if (g != NULL) {
+			atomic_fetch_add(&g->refs, 1);
+			if (w->pending != NULL)
+				gen_unref(w->pending);
+			w->pending = g;
+		}
+		if (stop)
+			w->stop = 1;
+		uv_mutex_unlock(&w->lock);
+		uv_async_send(&w->wake);
+	}
+}
+
+/* ---- signals ----------------------------------------------------------- */
+
+static void
+admin_stopped(void *arg)
+{
+	(void)arg;
+}
+
+static void
+on_stop_signal(uv_signal_t *h, int signum)
+{
+	if (stopping++) {
+		relay_log(LOG_WARNING, "second signal %d: exiting now", signum);
+		exit(1);
+	}
+	relay_log(LOG_INFO, "signal %d: stopping (deadline %d s)", signum,
+	    RELAY_STOP_DEADLINE_MS / 1000);
+	workers_send(NULL, 1);
+	if (admin != NULL)
+		relay_admin_stop(admin, admin_stopped, NULL);
+	admin = NULL;
+	uv_close((uv_handle_t *)&sig_term, NULL);
+	uv_close((uv_handle_t *)&sig_int, NULL);
+	uv_close((uv_handle_t *)&sig_hup, NULL);
+}
+
+static void
+on_hup(uv_signal_t *h, int signum)
+{
+	struct relay_gen *g;
+
+	(void)h;
+	(void)signum;
+	relay_log(LOG_INFO, "reloading %s", current->cfg.file != NULL ?
+	    current->cfg.file : "the embedded configuration");
+	if ((g = gen_load(current->cfg.file, 0)) == NULL) {
+		relay_log(LOG_ERR, "reload failed: keeping the running configuration");
+		return;
+	}
+	relay_config_restart_changes(&current->cfg, &g->cfg, NULL, NULL);
+	relay_log_set_level(g->cfg.log_level);
+	workers_send(g, 0);
+	gen_unref(current);
+	current = g;
+	relay_log(LOG_INFO, "reloaded: %zu dkim_sign entries", g->cfg.ndkim_sign);
+}
+
+/* ---- start-up ---------------------------------------------------------- */
+
+static void
+usage(void)
+{
+	fprintf(stderr, "usage: signet [-c FILE] [-t] [-n] [-s] [-V]\n");
 	exit(2);
 }
 
-/* signet_conf_add - append one directive; -ENOMEM on failure. */
+/* mkdir_p - create dir and its parents (0700 for the spool). */
 static int
-signet_conf_add(struct signet_conf *c, const char *name, size_t namelen,
-    const char *value, size_t valuelen)
+mkdir_p(const char *dir, mode_t mode)
 {
-	char **nn, **nv, *n = NULL, *v = NULL;
-	size_t cap;
-
-	if (c->n == c->cap) {
-		cap = c->cap ? c->cap * 2 : 16;
-		if ((nn = realloc(c->name, cap * sizeof(*nn))) == NULL)
-			goto fail;
-		c->name = nn;
-		if ((nv = realloc(c->value, cap * sizeof(*nv))) == NULL)
-			goto fail;
-		c->value = nv;
-		c->cap = cap;
-	}
-	if ((n = strndup(name, namelen)) == NULL ||
-	    (v = strndup(value, valuelen)) == NULL)
-		goto fail;
-	c->name[c->n] = n;
-	c->value[c->n] = v;
-	c->n++;
-	return 0;
-fail:
-	free(n);
-	free(v);
-	return -ENOMEM;
-}
-
-/* signet_conf_error - report one problem as FILE:LINE: message. */
-static void __attribute__((format(printf, 4, 5)))
-signet_conf_error(struct signet_conf *c, const char *file, size_t lineno,
-    const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "%s:%zu: ", file, lineno);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-	c->errors++;
-}
-
-/* signet_is_blank - SP or TAB. */
-static int
-signet_is_blank(int ch)
-{
-	return ch == ' ' || ch == '\t';
-}
-
-/* signet_conf_line - parse one line (CR/LF stripped) into c. */
-static int
-signet_conf_line(struct signet_conf *c, const char *file, size_t lineno,
-    const char *p, size_t len)
-{
-	const char *end = p + len, *name, *val;
-	size_t namelen;
-
-	if (memchr(p, '\0', len) != NULL) {
-		signet_conf_error(c, file, lineno, "NUL byte in line");
-		return 0;
-	}
-	while (p < end && signet_is_blank((unsigned char)*p))
-		p++;
-	if (p == end || *p == '#')
-		return 0;
-	name = p;
-	while (p < end && (*p == '_' || (*p >= 'a' && *p <= 'z') ||
-	    (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
-		p++;
-	namelen = (size_t)(p - name);
-	while (p < end && signet_is_blank((unsigned char)*p))
-		p++;
-	if (namelen == 0 || (*name >= '0' && *name <= '9')) {
-		signet_conf_error(c, file, lineno, "expected a directive name");
-		return 0;
-	}
-	if (p == end || *p != '=') {
-		signet_conf_error(c, file, lineno, "%.*s: expected "
-		    "\"name = value\"", (int)namelen, name);
-		return 0;
-	}
-	p++;
-	while (p < end && signet_is_blank((unsigned char)*p))
-		p++;
-	while (end > p && signet_is_blank((unsigned char)end[-1]))
-		end--;
-	val = p;
-	if (val == end) {
-		signet_conf_error(c, file, lineno, "%.*s: empty value",
-		    (int)namelen, name);
-		return 0;
-	}
-	return signet_conf_add(c, name, namelen, val, (size_t)(end - val));
-}
-
-/* signet_conf_read - read FILE into c; problems are counted in c->errors. */
-static int
-signet_conf_read(struct signet_conf *c, const char *file)
-{
-	char *line = NULL;
-	size_t cap = 0, lineno = 0, len;
-	ssize_t n;
-	FILE *fp;
+	char *p = relay_xstrdup(dir), *s;
 	int rc = 0;
 
-	if ((fp = fopen(file, "r")) == NULL) {
-		fprintf(stderr, "%s: cannot read: %s\n", file, strerror(errno));
-		c->errors++;
-		return 0;
-	}
-	while ((n = getline(&line, &cap, fp)) != -1) {
-		lineno++;
-		len = (size_t)n;
-		if (len > 0 && line[len - 1] == '\n')
-			len--;
-		if (len > 0 && line[len - 1] == '\r')
-			len--;
-		if (len > SIGNET_LINE_MAX) {
-			signet_conf_error(c, file, lineno, "line longer than %d "
-			    "bytes", SIGNET_LINE_MAX);
+	for (s = p + 1; *s != '\0'; s++) {
+		if (*s != '/')
 			continue;
-		}
-		if ((rc = signet_conf_line(c, file, lineno, line, len)) != 0)
-			goto fail;
+		*s = '\0';
+		if (mkdir(p, mode) != 0 && errno != EEXIST)
+			rc = -errno;
+		*s = '/';
 	}
-	if (ferror(fp)) {
-		fprintf(stderr, "%s: cannot read: %s\n", file, strerror(errno));
-		c->errors++;
-	}
-fail:
-	free(line);
-	fclose(fp);
+	if (rc == 0 && mkdir(p, mode) != 0 && errno != EEXIST)
+		rc = -errno;
+	free(p);
 	return rc;
+}
+
+/* raise_nofile - room for max_connections sockets plus spool files. */
+static void
+raise_nofile(unsigned want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur >= want)
+		return;
+	rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur < want)
+		relay_log(LOG_WARNING, "open files limited to %llu (max_connections wants %u)",
+		    (unsigned long long)rl.rlim_cur, want);
 }
 
 int
 main(int argc, char **argv)
 {
-	struct signet_conf conf = { 0 };
 	const char *file = NULL;
-	int ch, check = 0, rc = 1;
-	size_t i;
+	char *spool_dir = NULL;
+	int ch, check = 0, use_syslog = 0, dump = 0, rc;
+	char buf[32];
+	uv_loop_t loop;
 
-	while ((ch = getopt(argc, argv, "c:tV")) != -1) {
+	while ((ch = getopt(argc, argv, "c:tnsVh")) != -1) {
 		switch (ch) {
 		case 'c':
 			file = optarg;
@@ -201,52 +368,111 @@ main(int argc, char **argv)
 		case 't':
 			check = 1;
 			break;
+		case 'n':
+			dump = 1;
+			break;
+		case 's':
+			use_syslog = 1;
+			break;
 		case 'V':
 			printf("signet %s\n", relay_version());
 			return 0;
 		default:
-			signet_usage();
+			usage();
 		}
 	}
 	if (optind != argc)
-		signet_usage();
+		usage();
+	relay_log_open(use_syslog && !check && !dump, LOG_INFO);
+	relay_metrics_init();
 
-	if (file == NULL) {
-		for (i = 0; i < sizeof(signet_defaults) / sizeof(signet_defaults[0]);
-		    i++)
-			if (signet_conf_add(&conf, signet_defaults[i][0],
-			    strlen(signet_defaults[i][0]), signet_defaults[i][1],
-			    strlen(signet_defaults[i][1])) != 0) {
-				fprintf(stderr, "signet: out of memory\n");
-				goto fail;
-			}
-	} else if (signet_conf_read(&conf, file) != 0) {
-		fprintf(stderr, "signet: out of memory\n");
-		goto fail;
+	if ((current = gen_load(file, check || dump)) == NULL)
+		return 1;
+	if (check || dump) {
+		if (dump)
+			relay_config_dump(&current->cfg, stdout, 1);
+		if (check)
+			printf("configuration OK\n");
+		gen_unref(current);
+		return 0;
 	}
-	if (conf.errors > 0)
-		goto fail;
+	relay_log_set_level(current->cfg.log_level);
+	relay_log(LOG_INFO, "signet %s starting (%s), %u workers, %u signing threads",
+	    relay_version(), file != NULL ? file : "embedded default configuration",
+	    current->cfg.workers, current->cfg.signing_threads);
 
-	if (check) {
-		printf("configuration OK\n");
-	} else {
-		printf("signet %s\n", relay_version());
-		printf("# configuration: %s\n", file != NULL ? file :
-		    "built-in defaults");
-		for (i = 0; i < conf.n; i++)
-			printf("%s = %s\n", conf.name[i], conf.value[i]);
+	/* libuv sizes its thread pool (our signing threads) on first use */
+	snprintf(buf, sizeof(buf), "%u", current->cfg.signing_threads);
+	setenv("UV_THREADPOOL_SIZE", buf, 1);
+	raise_nofile(current->cfg.max_connections + 1024);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((rc = mkdir_p(current->cfg.spool_dir, 0700)) != 0) {
+		relay_log(LOG_ERR, "spool_dir %s: %s", current->cfg.spool_dir,
+		    strerror(-rc));
+		return 1;
 	}
-	if (fflush(stdout) != 0) {
-		fprintf(stderr, "signet: stdout: %s\n", strerror(errno));
-		goto fail;
+	if ((rc = queue_recover(current->cfg.spool_dir, relay_log_hook, NULL)) < 0) {
+		relay_log(LOG_ERR, "spool recovery in %s failed: %s",
+		    current->cfg.spool_dir, strerror(-rc));
+		return 1;
 	}
+	relay_log(LOG_INFO, "spool %s: %d messages waiting", current->cfg.spool_dir, rc);
+	relay_metrics_queue_add(rc);
+	relay_config_to_queue(&current->cfg, &qconf);
+	spool_dir = relay_xstrdup(current->cfg.spool_dir); /* outlives reloads */
+	qconf.spool_dir = spool_dir;
+
+	main_loop = &loop;
+	uv_loop_init(&loop);
+	uv_signal_init(&loop, &sig_term);
+	uv_signal_init(&loop, &sig_int);
+	uv_signal_init(&loop, &sig_hup);
+	uv_signal_start(&sig_term, on_stop_signal, SIGTERM);
+	uv_signal_start(&sig_int, on_stop_signal, SIGINT);
+	uv_signal_start(&sig_hup, on_hup, SIGHUP);
+
+	if (workers_start(current->cfg.workers) != 0) {
+		relay_log(LOG_ERR, "start-up failed");
+		workers_send(NULL, 1);
+		rc = 1;
+		goto out;
+	}
+	if (current->cfg.admin_listen[0] != '\0') {
+		char err[256];
+
+		if (relay_admin_start(&loop, current->cfg.admin_listen, &admin,
+		    err, sizeof(err)) != 0) {
+			relay_log(LOG_ERR, "admin_listen %s: %s",
+			    current->cfg.admin_listen, err);
+			workers_send(NULL, 1);
+			rc = 1;
+			goto out;
+		}
+	}
+	relay_log(LOG_INFO, "ready");
 	rc = 0;
-fail:
-	for (i = 0; i < conf.n; i++) {
-		free(conf.name[i]);
-		free(conf.value[i]);
+out:
+	if (rc != 0 && !stopping) {
+		stopping = 1;
+		uv_close((uv_handle_t *)&sig_term, NULL);
+		uv_close((uv_handle_t *)&sig_int, NULL);
+		uv_close((uv_handle_t *)&sig_hup, NULL);
 	}
-	free(conf.name);
-	free(conf.value);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	for (unsigned i = 0; i < nworkers; i++)
+		uv_thread_join(&workers[i].thread);
+	for (unsigned i = 0; i < nworkers; i++) {
+		if (workers[i].pending != NULL)
+			gen_unref(workers[i].pending);
+		uv_mutex_destroy(&workers[i].lock);
+		uv_sem_destroy(&workers[i].ready);
+	}
+	free(workers);
+	uv_loop_close(&loop);
+	relay_log(LOG_INFO, "stopped");
+	gen_unref(current);
+	free(spool_dir);
+	relay_log_close();
 	return rc;
 }
