@@ -1,0 +1,492 @@
+/*
+ * file.c - reading queue files back: the checker, the readers that delivery
+ * and `signetctl queue show` use, and start-up recovery.
+ *
+ * Everything here is plain blocking I/O through one 64 KiB buffer: it runs
+ * at start-up, in signetctl, on a delivery worker and in tests, never on a
+ * loop that serves SMTP sessions.  One walker (qf_walk) parses the framing
+ * of queue.h (magic, version, E M* S? X in that order, X last and 32 bytes)
+ * and, when asked, hashes every byte before the X record and compares.
+ * Message bytes are streamed to a callback or skipped with lseek, never
+ * loaded whole, so a 50 MB message costs 64 KiB of memory.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <syslog.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+
+#include "queue/queue_int.h"
+
+#define QF_BUF (64 * 1024)
+/*
+ * Records are cut at the writer's 64 KiB block boundaries, so a 64 KiB
+ * read would always cover the 'M' payload the walker means to skip; when
+ * skipping, read small and lseek over the payloads instead.
+ */
+#define QF_SKIPREAD 4096
+
+struct qf_walk {
+	int fd;
+	EVP_MD_CTX *md;         /* NULL: framing only, message bytes skipped */
+	int (*on_msg)(void *, const char *, size_t);
+	void *arg;
+	char *env, *sig;        /* record payloads, malloc'd */
+	size_t envlen, siglen;
+	uint64_t msg_size;
+	size_t rpos, wpos;
+	size_t readsz;          /* QF_BUF, or QF_SKIPREAD when skipping */
+	unsigned char buf[QF_BUF];
+};
+
+/* qf_fill - make at least one unread byte available; 0, 1 at EOF, -errno. */
+static int
+qf_fill(struct qf_walk *w)
+{
+	ssize_t n;
+
+	if (w->rpos < w->wpos)
+		return 0;
+	w->rpos = w->wpos = 0;
+	do
+		n = read(w->fd, w->buf, w->readsz);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return 1;
+	w->wpos = (size_t)n;
+	return 0;
+}
+
+/*
+ * qf_take - consume n bytes: copied to dst if not NULL, hashed if hash and
+ * there is a digest, passed to on_msg if msg.  A file that ends first is
+ * truncated: -EINVAL.
+ */
+static int
+qf_take(struct qf_walk *w, void *dst, size_t n, int hash, int msg)
+{
+	unsigned char *d = dst;
+	size_t k;
+	int rc;
+
+	while (n > 0) {
+		if ((rc = qf_fill(w)) != 0)
+			return rc > 0 ? -EINVAL : rc;
+		k = w->wpos - w->rpos;
+		if (k > n)
+			k = n;
+		if (hash && w->md != NULL &&
+		    !EVP_DigestUpdate(w->md, w->buf + w->rpos, k))
+			return -ENOMEM;
+		if (d != NULL) {
+			memcpy(d, w->buf + w->rpos, k);
+			d += k;
+		}
+		if (msg && w->on_msg != NULL &&
+		    (rc = w->on_msg(w->arg, (const char *)w->buf + w->rpos,
+		    k)) != 0)
+			return rc;
+		w->rpos += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/*
+ * qf_skip - step over n message bytes without reading them (no digest).
+ * Seeking past the end is fine: the next header read then finds EOF and
+ * the file is rejected as truncated.
+ */
+static int
+qf_skip(struct qf_walk *w, uint64_t n)
+{
+	size_t k = w->wpos - w->rpos;
+
+	if (k >= n) {
+		w->rpos += (size_t)n;
+		return 0;
+	}
+	w->rpos = w->wpos = 0;
+	if (lseek(w->fd, (off_t)(n - k), SEEK_CUR) < 0)
+		return -errno;
+	return 0;
+}
+
+/* qf_meta - read a whole 'E' or 'S' payload into a new buffer. */
+static int
+qf_meta(struct qf_walk *w, uint32_t len, char **out, size_t *outlen)
+{
+	int rc;
+
+	if (len > QUEUE__MAX_META)
+		return -EINVAL;
+	if ((*out = malloc(len + 1)) == NULL)
+		return -ENOMEM;
+	if ((rc = qf_take(w, *out, len, 1, 0)) != 0)
+		return rc;
+	(*out)[len] = '\0';
+	*outlen = len;
+	return 0;
+}
+
+/* qf_end - the 'X' payload: digest check (if hashing) and nothing after. */
+static int
+qf_end(struct qf_walk *w, uint32_t len)
+{
+	unsigned char want[QUEUE__SHA_LEN], got[EVP_MAX_MD_SIZE];
+	unsigned int glen = 0;
+	int rc;
+
+	if (len != QUEUE__SHA_LEN)
+		return -EINVAL;
+	if ((rc = qf_take(w, want, sizeof(want), 0, 0)) != 0)
+		return rc;
+	if ((rc = qf_fill(w)) <= 0)
+		return rc < 0 ? rc : -EINVAL;     /* bytes after the end */
+	if (w->md == NULL)
+		return 0;
+	if (!EVP_DigestFinal_ex(w->md, got, &glen))
+		return -ENOMEM;
+	if (glen != QUEUE__SHA_LEN || CRYPTO_memcmp(want, got, glen) != 0)
+		return -EINVAL;
+	return 0;
+}
+
+/*
+ * qf_walk - parse path from start to end.  With verify, every byte before
+ * the X record is hashed and the digest must match; without it, message
+ * bytes are skipped and only the framing is checked.
+ */
+static int
+qf_walk(const char *path, struct qf_walk *w, int verify)
+{
+	unsigned char hdr[QUEUE__HDR_LEN];
+	enum { WANT_E, WANT_MSX, WANT_X } state = WANT_E;
+	uint32_t len;
+	int rc, type;
+
+	w->rpos = w->wpos = 0;
+	w->readsz = verify || w->on_msg != NULL ? QF_BUF : QF_SKIPREAD;
+	if ((w->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (verify) {
+		if ((w->md = EVP_MD_CTX_new()) == NULL ||
+		    !EVP_DigestInit_ex(w->md, EVP_sha256(), NULL)) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
+	if ((rc = qf_take(w, hdr, QUEUE__HDR_LEN, 1, 0)) != 0)
+		goto out;
+	if (memcmp(hdr, QUEUE__MAGIC, QUEUE__MAGIC_LEN) != 0 ||
+	    queue__get_le32(hdr + QUEUE__MAGIC_LEN) != QUEUE_VERSION) {
+		rc = -EINVAL;
+		goto out;
+	}
+	for (;;) {
+		/* The X record's own header is not covered by its digest. */
+		if ((rc = qf_take(w, hdr, QUEUE__REC_HDR, 0, 0)) != 0)
+			goto out;
+		type = hdr[0];
+		len = queue__get_le32(hdr + 1);
+		if (type != QUEUE_REC_END && w->md != NULL &&
+		    !EVP_DigestUpdate(w->md, hdr, QUEUE__REC_HDR)) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		rc = -EINVAL;
+		switch (type) {
+		case QUEUE_REC_ENVELOPE:
+			if (state != WANT_E)
+				goto out;
+			if ((rc = qf_meta(w, len, &w->env, &w->envlen)) != 0)
+				goto out;
+			state = WANT_MSX;
+			break;
+		case QUEUE_REC_MESSAGE:
+			if (state != WANT_MSX)
+				goto out;
+			w->msg_size += len;
+			if (verify || w->on_msg != NULL)
+				rc = qf_take(w, NULL, len, 1, 1);
+			else
+				rc = qf_skip(w, len);
+			if (rc != 0)
+				goto out;
+			break;
+		case QUEUE_REC_SIGNATURE:
+			if (state != WANT_MSX)
+				goto out;
+			if ((rc = qf_meta(w, len, &w->sig, &w->siglen)) != 0)
+				goto out;
+			state = WANT_X;
+			break;
+		case QUEUE_REC_END:
+			if (state == WANT_E)
+				goto out;
+			rc = qf_end(w, len);
+			goto out;
+		default:
+			goto out;
+		}
+	}
+out:
+	EVP_MD_CTX_free(w->md);
+	w->md = NULL;
+	close(w->fd);
+	w->fd = -1;
+	return rc;
+}
+
+/* qf_new - a zeroed walker (the 64 KiB buffer is too big for the stack). */
+static struct qf_walk *
+qf_new(void)
+{
+	struct qf_walk *w = malloc(sizeof(*w));
+
+	if (w != NULL) {
+		memset(w, 0, offsetof(struct qf_walk, buf));
+		w->fd = -1;
+	}
+	return w;
+}
+
+/* qf_free - release a walker and whatever payloads it still holds. */
+static void
+qf_free(struct qf_walk *w)
+{
+	if (w == NULL)
+		return;
+	free(w->env);
+	free(w->sig);
+	free(w);
+}
+
+int
+queue_file_check(const char *path)
+{
+	struct queue_envelope env;
+	struct qf_walk *w;
+	int rc;
+
+	if ((w = qf_new()) == NULL)
+		return -ENOMEM;
+	/* A file whose digest matches but whose envelope does not parse
+	 * could never be delivered: corrupt too. */
+	if ((rc = qf_walk(path, w, 1)) == 0 &&
+	    (rc = queue_envelope_decode(w->env, w->envlen, &env)) == 0)
+		queue_envelope_free(&env);
+	qf_free(w);
+	return rc;
+}
+
+int
+queue_file_read(const char *path, struct queue_file *qf)
+{
+	struct qf_walk *w;
+	int rc;
+
+	memset(qf, 0, sizeof(*qf));
+	if ((w = qf_new()) == NULL)
+		return -ENOMEM;
+	/*
+	 * Framing only: the digest costs a read of the whole message, which
+	 * queue_file_message does anyway while it streams.
+	 */
+	if ((rc = qf_walk(path, w, 0)) != 0)
+		goto fail;
+	if ((rc = queue_envelope_decode(w->env, w->envlen, &qf->env)) != 0)
+		goto fail;
+	if (w->siglen > 0) {
+		qf->sig = w->sig;
+		qf->siglen = w->siglen;
+		w->sig = NULL;
+	}
+	qf->msg_size = w->msg_size;
+	qf_free(w);
+	return 0;
+fail:
+	qf_free(w);
+	queue_file_free(qf);
+	return rc;
+}
+
+/*
+ * queue_file_message - the digest is checked as the bytes go by, so fn has
+ * seen every chunk by the time a damaged file is noticed (-EINVAL at the
+ * end).  Delivery must therefore treat a non-zero return as "do not finish
+ * the transaction" (no final dot), not merely as a log line.
+ */
+int
+queue_file_message(const char *path, int (*fn)(void *arg, const char *p,
+    size_t len), void *arg)
+{
+	struct qf_walk *w;
+	int rc;
+
+	if ((w = qf_new()) == NULL)
+		return -ENOMEM;
+	w->on_msg = fn;
+	w->arg = arg;
+	rc = qf_walk(path, w, 1);
+	qf_free(w);
+	return rc;
+}
+
+void
+queue_file_free(struct queue_file *qf)
+{
+	if (qf == NULL)
+		return;
+	queue_envelope_free(&qf->env);
+	free(qf->sig);
+	memset(qf, 0, sizeof(*qf));
+}
+
+/* ---- recovery ------------------------------------------------------------ */
+
+/* is_dot - "." or "..". */
+static int
+is_dot(const char *name)
+{
+	return name[0] == '.' && (name[1] == '\0' ||
+	    (name[1] == '.' && name[2] == '\0'));
+}
+
+/* recover_tmp - remove every file in tmp/: none of them was acknowledged. */
+static int
+recover_tmp(int dfd, const char *spool_dir, void (*log)(void *, int,
+    const char *), void *arg)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, n = 0;
+
+	if ((fd = openat(dfd, "tmp", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -errno;
+	}
+	while ((de = readdir(d)) != NULL) {
+		if (is_dot(de->d_name))
+			continue;
+		if (unlinkat(fd, de->d_name, 0) < 0) {
+			queue__logf(log, arg, LOG_WARNING,
+			    "queue: recover: %s/tmp/%s: %s", spool_dir,
+			    de->d_name, strerror(errno));
+			continue;
+		}
+		n++;
+	}
+	closedir(d);
+	if (n > 0)
+		queue__logf(log, arg, LOG_INFO,
+		    "queue: recover: removed %d incomplete file%s from %s/tmp",
+		    n, n == 1 ? "" : "s", spool_dir);
+	return 0;
+}
+
+/* recover_move - put a bad active/ file aside in corrupt/. */
+static int
+recover_move(int dfd, int afd, int *cfd, const char *name)
+{
+	if (*cfd < 0) {
+		if (mkdirat(dfd, "corrupt", 0700) < 0 && errno != EEXIST)
+			return -errno;
+		if ((*cfd = openat(dfd, "corrupt", O_RDONLY | O_DIRECTORY |
+		    O_CLOEXEC)) < 0)
+			return -errno;
+	}
+	if (renameat(afd, name, *cfd, name) < 0)
+		return -errno;
+	return 0;
+}
+
+int
+queue_recover(const char *spool_dir, void (*log)(void *arg, int prio,
+    const char *msg), void *arg)
+{
+	char path[4096];
+	struct dirent *de;
+	struct stat st;
+	DIR *d = NULL;
+	int dfd, fd, afd = -1, cfd = -1, rc, good = 0, moved = 0;
+
+	if ((dfd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if ((rc = recover_tmp(dfd, spool_dir, log, arg)) != 0)
+		goto out;
+	if ((afd = openat(dfd, "active", O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC)) < 0) {
+		rc = errno == ENOENT ? 0 : -errno;
+		goto out;
+	}
+	/* fdopendir takes the fd; keep afd for the *at calls. */
+	if ((fd = dup(afd)) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((d = fdopendir(fd)) == NULL) {
+		rc = -errno;
+		close(fd);
+		goto out;
+	}
+	rc = 0;
+	while ((de = readdir(d)) != NULL) {
+		if (is_dot(de->d_name))
+			continue;
+		if (fstatat(afd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode)) {
+			queue__logf(log, arg, LOG_WARNING,
+			    "queue: recover: %s/active/%s: not a regular file, "
+			    "ignored", spool_dir, de->d_name);
+			continue;
+		}
+		if ((size_t)snprintf(path, sizeof(path), "%s/active/%s",
+		    spool_dir, de->d_name) >= sizeof(path)) {
+			rc = -ENAMETOOLONG;
+			goto out;
+		}
+		if ((rc = queue_file_check(path)) == 0) {
+			good++;
+			continue;
+		}
+		/*
+		 * A damaged file (or one the disk cannot give back) is kept
+		 * for a human; anything else (ENOMEM, EMFILE, EACCES) means
+		 * we could not judge it, so recovery fails as a whole.
+		 */
+		if (rc != -EINVAL && rc != -EIO)
+			goto out;
+		queue__logf(log, arg, LOG_ERR, "queue: recover: %s: %s, moved "
+		    "to corrupt/", path, rc == -EINVAL ? "damaged" :
+		    strerror(-rc));
+		if ((rc = recover_move(dfd, afd, &cfd, de->d_name)) != 0)
+			goto out;
+		moved++;
+	}
+	/* Make the moves durable before anyone trusts active/ again. */
+	if (moved > 0 && (fsync(afd) < 0 || fsync(cfd) < 0)) {
+		rc = -errno;
+		goto out;
+	}
+	rc = good;
+out:
+	if (d != NULL)
+		closedir(d);
+	if (cfd >= 0)
+		close(cfd);
+	if (afd >= 0)
+		close(afd);
+	close(dfd);
+	return rc;
+}
