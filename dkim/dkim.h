@@ -256,8 +256,10 @@ struct dkim_verifier *dkim_verifier_new(dkim_key_lookup_cb lookup, void *arg);
 int dkim_verifier_write(struct dkim_verifier *v, const char *p, size_t len);
 /*
  * dkim_verifier_finish - check every DKIM-Signature found (at most
- * DKIM_MAX_SIGS).  Returns the number of results stored in res (up to
- * nres), or a negative error for the message as a whole.
+ * DKIM_MAX_SIGS; when there are more, one more failing result with an empty
+ * d= says how many were not checked, so size res DKIM_MAX_SIGS + 1).
+ * Returns the number of results stored in res (up to nres), or a negative
+ * error for the message as a whole.
  */
 int dkim_verifier_finish(struct dkim_verifier *v, time_t now,
     struct dkim_verify_result *res, int nres);

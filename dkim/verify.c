@@ -40,6 +40,7 @@ struct dkim_verifier {
 	void *arg;
 	struct vsig sigs[DKIM_MAX_SIGS];
 	int nsigs;
+	int nextra;            /* signatures past DKIM_MAX_SIGS, not checked */
 	struct dkim__bodyhash bh[DKIM_MAX_SIGS];
 	int nbh;
 	int in_body;
@@ -220,11 +221,15 @@ setup_sigs(struct dkim_verifier *v)
 	size_t i;
 	int k, rc;
 
-	for (i = 0; i < v->hdrs.nf && v->nsigs < DKIM_MAX_SIGS; i++) {
+	for (i = 0; i < v->hdrs.nf; i++) {
 		struct vsig *g;
 
 		if (!dkim__hdr_name_eq(&v->hdrs, i, "DKIM-Signature", 14))
 			continue;
+		if (v->nsigs == DKIM_MAX_SIGS) {
+			v->nextra++;
+			continue;
+		}
 		g = &v->sigs[v->nsigs++];
 		memset(g, 0, sizeof(*g));
 		g->field = i;
@@ -422,6 +427,15 @@ dkim_verifier_finish(struct dkim_verifier *v, time_t now,
 		if (g->a.set)
 			span_cpy(v->hdrs.buf, g->a, r->alg, sizeof(r->alg));
 		check_one(v, g, now, r);
+	}
+	if (v->nextra > 0 && out < nres) {
+		/* never let unchecked signatures pass silently */
+		struct dkim_verify_result *r = &res[out++];
+
+		memset(r, 0, sizeof(*r));
+		snprintf(r->reason, sizeof(r->reason),
+		    "%d more DKIM-Signature fields not checked (limit %d)",
+		    v->nextra, DKIM_MAX_SIGS);
 	}
 	v->err = DKIM_ESTATE;
 	return out;

@@ -812,7 +812,7 @@ ctl_dkim_verify(int argc, char **argv)
 		{ "keys", required_argument, NULL, 'K' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct dkim_verify_result res[DKIM_MAX_SIGS];
+	struct dkim_verify_result res[DKIM_MAX_SIGS + 1];
 	struct dkim_verifier *v = NULL;
 	struct ctl_keys keys = { NULL };
 	const char *file = NULL;
@@ -848,7 +848,7 @@ ctl_dkim_verify(int argc, char **argv)
 		}
 		goto fail;
 	}
-	n = dkim_verifier_finish(v, time(NULL), res, DKIM_MAX_SIGS);
+	n = dkim_verifier_finish(v, time(NULL), res, DKIM_MAX_SIGS + 1);
 	if (n < 0) {
 		ctl_err("%s: %s", file != NULL ? file : "stdin",
 		    dkim_strerror(n));
@@ -886,7 +886,18 @@ fail:
 int
 main(int argc, char **argv)
 {
+	const char *simd = getenv("SIGNET_SIMD");
 	size_t i;
+
+	/* testing aid: force the body canonicalizer's scanner */
+	if (simd != NULL && *simd != '\0') {
+		if (strcmp(simd, "scalar") == 0)
+			dkim_simd_set(DKIM_SIMD_SCALAR);
+		else if (strcmp(simd, "sse4.2") == 0)
+			dkim_simd_set(DKIM_SIMD_SSE42);
+		else if (strcmp(simd, "avx2") == 0)
+			dkim_simd_set(DKIM_SIMD_AVX2);
+	}
 
 	if (argc < 2 || strcmp(argv[1], "help") == 0 ||
 	    strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)

@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libssl-dev libuv1-dev liburing-dev libhiredis-dev libc-ares-dev
 python3 python3-dkim python3-nacl python3-dnspython libmail-dkim-perl
-opendkim-tools openssl prometheus"
+opendkim opendkim-tools openssl prometheus swaks postfix"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
@@ -16,5 +16,9 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 echo "deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
+# postfix is only here for its smtp-source/smtp-sink tools and the benchmark's
+# private instance: do not let it configure (and start) a system mail server.
+echo "postfix postfix/main_mailer_type select No configuration" |
+	$SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends $missing
