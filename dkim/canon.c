@@ -22,39 +22,57 @@
 
 /* ---- scanners -------------------------------------------------------- */
 
-typedef size_t (*scan_fn)(const unsigned char *p, size_t i, size_t len);
+/*
+ * A scanner returns the first index at or after i whose byte needs the
+ * state machine, or len.  What needs it:
+ *   relaxed: TAB; SP followed by SP, TAB or CR; and CRs as below.
+ *   both:    a CR not followed by LF (bare CR, or the chunk's last byte), and
+ *            a CR right after an LF (an empty line, which may turn out to be
+ *            trailing) unless the next line visibly starts with content.
+ * A CRLF ending a line of content is canonical already, so text mail runs
+ * through the scanner for many lines at a stretch.  The byte at i itself is
+ * judged as if the byte before it were not LF: the caller never starts a
+ * scan on a CR at the start of a line.
+ */
+typedef size_t (*scan_fn)(const unsigned char *p, size_t i, size_t len,
+    int relaxed);
 
-/* is_wsp_or_cr - the bytes after which a SP is no longer plain content. */
+/* interesting - does byte j need the state machine? (first: j is the scan start) */
 static inline int
-is_wsp_or_cr(unsigned char c)
+interesting(const unsigned char *p, size_t j, size_t len, int relaxed, int first)
 {
-	return c == ' ' || c == '\t' || c == '\r';
-}
+	unsigned char c = p[j];
 
-/* interesting - does byte i need the state machine (relaxed)? */
-static inline int
-interesting(const unsigned char *p, size_t i, size_t len)
-{
-	unsigned char c = p[i];
-
-	if (c == '\r' || c == '\t')
+	if (c == '\r') {
+		if (j + 1 == len || p[j + 1] != '\n')
+			return 1;
+		if (first || p[j - 1] != '\n')
+			return 0;
+		/* an empty line followed by content is not trailing */
+		return j + 2 == len || p[j + 2] == '\r' ||
+		    (relaxed && (p[j + 2] == ' ' || p[j + 2] == '\t'));
+	}
+	if (!relaxed)
+		return 0;
+	if (c == '\t')
 		return 1;
 	if (c == ' ')
-		return i + 1 == len || is_wsp_or_cr(p[i + 1]);
+		return j + 1 == len || p[j + 1] == ' ' || p[j + 1] == '\t' ||
+		    p[j + 1] == '\r';
 	return 0;
 }
 
-/* scan_scalar - first interesting index at or after i, or len. */
+/* scan_scalar - one byte at a time. */
 static size_t
-scan_scalar(const unsigned char *p, size_t i, size_t len)
+scan_scalar(const unsigned char *p, size_t i, size_t len, int relaxed)
 {
-	for (; i < len; i++) {
-		unsigned char c = p[i];
+	size_t j;
 
-		if (c > ' ')
+	for (j = i; j < len; j++) {
+		if (p[j] > ' ')
 			continue;
-		if (interesting(p, i, len))
-			return i;
+		if (interesting(p, j, len, relaxed, j == i))
+			return j;
 	}
 	return len;
 }
@@ -62,54 +80,89 @@ scan_scalar(const unsigned char *p, size_t i, size_t len)
 #if defined(__x86_64__) || defined(__i386__)
 #define HAVE_X86 1
 
-/* scan_sse42 - the same, 16 bytes at a time. */
+/* scan_sse42 - 16 bytes at a time, loads at j - 1, j, j + 1 and j + 2. */
 __attribute__((target("sse4.2"))) static size_t
-scan_sse42(const unsigned char *p, size_t i, size_t len)
+scan_sse42(const unsigned char *p, size_t i, size_t len, int relaxed)
 {
 	const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t');
-	const __m128i cr = _mm_set1_epi8('\r');
+	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+	const __m128i wmask = _mm_set1_epi8(relaxed ? -1 : 0);
+	size_t j = i;
 
-	/* p[i + 16] must be readable for the look-ahead load. */
-	while (i + 17 <= len) {
-		__m128i a = _mm_loadu_si128((const __m128i *)(p + i));
-		__m128i b = _mm_loadu_si128((const __m128i *)(p + i + 1));
-		__m128i nb = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(b, sp),
-		    _mm_cmpeq_epi8(b, tab)), _mm_cmpeq_epi8(b, cr));
-		__m128i m = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(a, tab),
-		    _mm_cmpeq_epi8(a, cr)),
-		    _mm_and_si128(_mm_cmpeq_epi8(a, sp), nb));
+	if (j < len && interesting(p, j, len, relaxed, 1))
+		return j;
+	j++;
+	while (j + 18 <= len) {
+		__m128i a = _mm_loadu_si128((const __m128i *)(p + j));
+		__m128i nx = _mm_loadu_si128((const __m128i *)(p + j + 1));
+		__m128i n2 = _mm_loadu_si128((const __m128i *)(p + j + 2));
+		__m128i pv = _mm_loadu_si128((const __m128i *)(p + j - 1));
+		__m128i acr = _mm_cmpeq_epi8(a, cr);
+		__m128i n2x = _mm_or_si128(_mm_cmpeq_epi8(n2, cr), _mm_and_si128(
+		    _mm_or_si128(_mm_cmpeq_epi8(n2, sp), _mm_cmpeq_epi8(n2, tab)),
+		    wmask));
+		__m128i crbad = _mm_and_si128(acr, _mm_or_si128(
+		    _mm_andnot_si128(_mm_cmpeq_epi8(nx, lf), _mm_set1_epi8(-1)),
+		    _mm_and_si128(_mm_cmpeq_epi8(pv, lf), n2x)));
+		__m128i nwsp = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(nx, sp),
+		    _mm_cmpeq_epi8(nx, tab)), _mm_cmpeq_epi8(nx, cr));
+		__m128i w = _mm_or_si128(_mm_cmpeq_epi8(a, tab),
+		    _mm_and_si128(_mm_cmpeq_epi8(a, sp), nwsp));
+		__m128i m = _mm_or_si128(crbad, _mm_and_si128(w, wmask));
 		unsigned mask = (unsigned)_mm_movemask_epi8(m);
 
 		if (mask != 0)
-			return i + (size_t)__builtin_ctz(mask);
-		i += 16;
+			return j + (size_t)__builtin_ctz(mask);
+		j += 16;
 	}
-	return scan_scalar(p, i, len);
+	for (; j < len; j++)
+		if (p[j] <= ' ' && interesting(p, j, len, relaxed, 0))
+			return j;
+	return len;
 }
 
-/* scan_avx2 - the same, 32 bytes at a time. */
+/* scan_avx2 - 32 bytes at a time. */
 __attribute__((target("avx2"))) static size_t
-scan_avx2(const unsigned char *p, size_t i, size_t len)
+scan_avx2(const unsigned char *p, size_t i, size_t len, int relaxed)
 {
 	const __m256i sp = _mm256_set1_epi8(' '), tab = _mm256_set1_epi8('\t');
-	const __m256i cr = _mm256_set1_epi8('\r');
+	const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+	const __m256i ones = _mm256_set1_epi8(-1);
+	const __m256i wmask = _mm256_set1_epi8(relaxed ? -1 : 0);
+	size_t j = i;
 
-	while (i + 33 <= len) {
-		__m256i a = _mm256_loadu_si256((const __m256i *)(p + i));
-		__m256i b = _mm256_loadu_si256((const __m256i *)(p + i + 1));
-		__m256i nb = _mm256_or_si256(_mm256_or_si256(
-		    _mm256_cmpeq_epi8(b, sp), _mm256_cmpeq_epi8(b, tab)),
-		    _mm256_cmpeq_epi8(b, cr));
-		__m256i m = _mm256_or_si256(_mm256_or_si256(
-		    _mm256_cmpeq_epi8(a, tab), _mm256_cmpeq_epi8(a, cr)),
-		    _mm256_and_si256(_mm256_cmpeq_epi8(a, sp), nb));
+	if (j < len && interesting(p, j, len, relaxed, 1))
+		return j;
+	j++;
+	while (j + 34 <= len) {
+		__m256i a = _mm256_loadu_si256((const __m256i *)(p + j));
+		__m256i nx = _mm256_loadu_si256((const __m256i *)(p + j + 1));
+		__m256i n2 = _mm256_loadu_si256((const __m256i *)(p + j + 2));
+		__m256i pv = _mm256_loadu_si256((const __m256i *)(p + j - 1));
+		__m256i acr = _mm256_cmpeq_epi8(a, cr);
+		__m256i n2x = _mm256_or_si256(_mm256_cmpeq_epi8(n2, cr),
+		    _mm256_and_si256(_mm256_or_si256(_mm256_cmpeq_epi8(n2, sp),
+		    _mm256_cmpeq_epi8(n2, tab)), wmask));
+		__m256i crbad = _mm256_and_si256(acr, _mm256_or_si256(
+		    _mm256_andnot_si256(_mm256_cmpeq_epi8(nx, lf), ones),
+		    _mm256_and_si256(_mm256_cmpeq_epi8(pv, lf), n2x)));
+		__m256i nwsp = _mm256_or_si256(_mm256_or_si256(
+		    _mm256_cmpeq_epi8(nx, sp), _mm256_cmpeq_epi8(nx, tab)),
+		    _mm256_cmpeq_epi8(nx, cr));
+		__m256i w = _mm256_or_si256(_mm256_cmpeq_epi8(a, tab),
+		    _mm256_and_si256(_mm256_cmpeq_epi8(a, sp), nwsp));
+		__m256i m = _mm256_or_si256(crbad, _mm256_and_si256(w, wmask));
 		unsigned mask = (unsigned)_mm256_movemask_epi8(m);
 
 		if (mask != 0)
-			return i + (size_t)__builtin_ctz(mask);
-		i += 32;
+			return j + (size_t)__builtin_ctz(mask);
+		j += 32;
 	}
-	return scan_sse42(p, i, len);
+	/* the tail (fewer than 34 bytes) bytewise */
+	for (; j < len; j++)
+		if (p[j] <= ' ' && interesting(p, j, len, relaxed, 0))
+			return j;
+	return len;
 }
 #endif
 
@@ -245,18 +298,15 @@ dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *cp, size_t len)
 	while (i < len) {
 		unsigned char c;
 
-		if (!bc->pend_cr && !HAS_PENDING()) {
-			size_t j;
+		/* a CR at the start of a line is for the state machine */
+		if (!bc->pend_cr && !HAS_PENDING() &&
+		    !(bc->line_start && p[i] == '\r')) {
+			size_t j = scan(p, i, len, relaxed);
 
-			if (relaxed)
-				j = scan(p, i, len);
-			else {
-				const void *q = memchr(p + i, '\r', len - i);
-
-				j = q == NULL ? len : (size_t)((const unsigned char *)q - p);
-			}
+			/* what was skipped is canonical; did it end a line? */
 			if (j > i)
-				bc->line_start = 0;
+				bc->line_start = j - i >= 2 && p[j - 1] == '\n' &&
+				    p[j - 2] == '\r';
 			i = j;
 			if (i == len)
 				break;

@@ -24,7 +24,7 @@ struct buf {
 static void
 buf_add(struct buf *b, const char *p, size_t n)
 {
-	if (b->len + n > b->cap) {
+	if (b->p == NULL || b->len + n > b->cap) {
 		b->cap = (b->len + n) * 2 + 64;
 		b->p = realloc(b->p, b->cap);
 		if (b->p == NULL)
