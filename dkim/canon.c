@@ -310,6 +310,33 @@ dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *cp, size_t len)
 			i = j;
 			if (i == len)
 				break;
+			/*
+			 * The usual WSP cases inside a line, without the state
+			 * machine: a run followed by content becomes one SP, a
+			 * run before CRLF goes.  Runs at the start of a line or
+			 * at the end of the chunk take the long way.
+			 */
+			if (relaxed && !bc->line_start && (p[i] == ' ' || p[i] == '\t')) {
+				size_t k = i + 1;
+
+				while (k < len && (p[k] == ' ' || p[k] == '\t'))
+					k++;
+				if (k < len && p[k] != '\r') {
+					if (p[i] == ' ')
+						emit(bc, cp + span, i + 1 - span);
+					else {
+						emit(bc, cp + span, i - span);
+						emit(bc, " ", 1);
+					}
+					span = i = k;
+					continue;
+				}
+				if (k + 1 < len && p[k] == '\r' && p[k + 1] == '\n') {
+					emit(bc, cp + span, i - span);
+					span = i = k;
+					continue;
+				}
+			}
 		}
 		c = p[i];
 		if (bc->pend_cr) {
