@@ -28,8 +28,8 @@
 # nothing.  Needs root (Postfix's master runs as root), smtp-source
 # (postfix), opendkim, curl, python3.
 #
-# BENCH_SMTP_SOURCE_OPTS adds smtp-source options for both servers (e.g.
-# "-d": several messages per connection); BENCH_KEEP=1 keeps the temp dir; BENCH_SKIP_POSTFIX=1 / BENCH_SKIP_IDLE=1
+# BENCH_SMTP_SOURCE_OPTS: smtp-source options for both servers (default "-d":
+# several messages per connection); BENCH_KEEP=1 keeps the temp dir; BENCH_SKIP_POSTFIX=1 / BENCH_SKIP_IDLE=1
 # skip parts.
 set -u
 export LC_ALL=C
@@ -45,9 +45,11 @@ NPF=${BENCH_POSTFIX_MESSAGES:-3000}
 SESSIONS=${BENCH_SESSIONS:-100}
 SIZE=${BENCH_SIZE:-10240}
 IDLE=${BENCH_IDLE_CONNS:-10000}
-# extra smtp-source options for both servers, e.g. "-d" (several messages
-# per connection instead of one connection per message, smtp-source's default)
-SRCOPTS=${BENCH_SMTP_SOURCE_OPTS:-}
+# smtp-source options for both servers.  The default "-d" keeps each session's
+# connection for several messages, as a sending MTA's connection cache does
+# with its relayhost (Postfix: smtp_connection_cache_on_demand); set
+# BENCH_SMTP_SOURCE_OPTS= (empty) for one connection per message.
+SRCOPTS=${BENCH_SMTP_SOURCE_OPTS--d}
 
 die() {
 	echo "bench_smtp: $*" >&2
