@@ -99,6 +99,8 @@ struct queue_config {
 	unsigned max_batch;         /* commit at once when this many wait (default 256) */
 	void (*event)(void *arg, enum queue_event ev, double value);
 	void (*log)(void *arg, int prio, const char *msg);  /* syslog priority */
+	/* committed: a message is durable (on the spool's loop; NULL: none) */
+	void (*committed)(void *arg, const char *id);
 	void *arg;
 };
 
@@ -185,5 +187,167 @@ int queue_file_read(const char *path, struct queue_file *qf);
 int queue_file_message(const char *path,
     int (*fn)(void *arg, const char *p, size_t len), void *arg);
 void queue_file_free(struct queue_file *qf);
+
+/* ---- delivery state (issue 4) --------------------------------------------
+ *
+ * What happened to each recipient is appended to the queue file after its
+ * 'X' record, one 'R' record per recipient and attempt:
+ *   'R' payload: u32 recipient index, u8 state, i64 time, i64 next attempt,
+ *       u32 attempts so far, reason text; then the first 8 bytes of the
+ *       SHA-256 of type, length and payload.
+ * The part up to 'X' never changes.  A torn last 'R' record (a crash in the
+ * middle of an append) is ignored, so at worst the transaction that was in
+ * flight is tried again.  queue_file_check accepts trailing 'R' records.
+ */
+#define QUEUE_REC_RCPT_STATE 'R'
+
+enum queue_rcpt_state {
+	QUEUE_RCPT_PENDING,     /* not tried, or deferred (see next_try) */
+	QUEUE_RCPT_SENT,        /* done: accepted by the next hop */
+	QUEUE_RCPT_BOUNCED,     /* done: failed for good, DSN queued if wanted */
+};
+
+struct queue_rcpt_status {
+	enum queue_rcpt_state state;
+	time_t last_try;        /* 0: never tried */
+	time_t next_try;        /* for PENDING: not before this time */
+	unsigned attempts;
+	char *reason;           /* last reply or error text, malloc'd or NULL */
+};
+
+struct queue_mark {
+	size_t rcpt;            /* index into env.rcpt */
+	enum queue_rcpt_state state;
+	time_t when, next_try;
+	unsigned attempts;
+	const char *reason;
+};
+
+/*
+ * queue_file_mark - append one 'R' record per mark and fdatasync the file
+ * before returning (a recipient marked SENT is never sent again after a
+ * restart).  Blocking: call it off the event loops (thread pool).
+ * 0 or -errno.
+ */
+int queue_file_mark(const char *path, const struct queue_mark *marks, size_t n);
+/*
+ * queue_file_status - the current state of every recipient (the last valid
+ * 'R' record for each), in a malloc'd array of env.nrcpt entries, in order.
+ * 0 or -errno / -EINVAL.  Free with queue_status_free.
+ */
+int queue_file_status(const char *path, size_t nrcpt,
+    struct queue_rcpt_status **out);
+void queue_status_free(struct queue_rcpt_status *st, size_t n);
+
+/* ---- queue manager (issue 4) ---------------------------------------------
+ *
+ * One queue manager runs on the daemon's main loop.  It knows every message
+ * in active/ (read at start, then told of each new commit through
+ * queue_sched_notify, which any thread may call), groups each message's
+ * pending recipients by destination (the recipient's domain, lower case),
+ * and hands the daemon one job per message and destination when it is due,
+ * within the concurrency limits.  The daemon (relay/) delivers the job
+ * (resolution, SMTP client) and reports per-recipient outcomes with
+ * queue_job_done.  The manager records them in the file (queue_file_mark,
+ * on the thread pool), schedules deferred recipients with exponential
+ * backoff, asks the daemon for a bounce when recipients failed for good,
+ * and removes the file when every recipient is done.  Messages on hold live
+ * in <spool_dir>/hold and are not scheduled.
+ */
+struct queue_sched;
+
+struct queue_job {
+	const char *id;               /* queue id */
+	const char *path;             /* active/<id> */
+	const struct queue_envelope *env;
+	const char *domain;           /* destination: recipients' domain */
+	size_t nrcpt;
+	const size_t *rcpt;           /* indices into env->rcpt */
+	unsigned attempt;             /* 1 for the first try of these recipients */
+	uint64_t size;                /* message bytes, signature record included */
+};
+
+enum queue_outcome { QUEUE_OUT_SENT, QUEUE_OUT_DEFERRED, QUEUE_OUT_BOUNCED };
+
+struct queue_result {
+	enum queue_outcome outcome;
+	const char *reason;           /* the reply or error, for logs, DSNs and show */
+};
+
+/* A recipient that failed for good, as the daemon needs it for a DSN. */
+struct queue_failed {
+	size_t rcpt;                  /* index into env->rcpt */
+	const char *reason;
+	int expired;                  /* failed by maximal_queue_lifetime */
+};
+
+struct queue_sched_config {
+	const char *spool_dir;
+	unsigned minimal_backoff_time;    /* seconds (Postfix default 300) */
+	unsigned maximal_backoff_time;    /* 4000 */
+	unsigned maximal_queue_lifetime;  /* 5 days */
+	unsigned bounce_queue_lifetime;   /* 5 days, for null-sender mail */
+	unsigned destination_concurrency; /* jobs in flight per destination (20) */
+	unsigned max_jobs;                /* jobs in flight in all (100) */
+	/*
+	 * deliver: start a job; queue_job_done(sched, job, results) must follow
+	 * exactly once, on the loop, with one result per job->rcpt entry.  The
+	 * job and what it points to stay valid until then.
+	 */
+	void (*deliver)(void *arg, struct queue_sched *sched, const struct queue_job *job);
+	/*
+	 * bounce: recipients of this message failed for good and their NOTIFY
+	 * asks for a DSN (the sender is not null).  The daemon composes the
+	 * RFC 3464 report and queues it as a new message.  The pointers are
+	 * valid during the call only.
+	 */
+	void (*bounce)(void *arg, const char *id, const char *path,
+	    const struct queue_envelope *env, const struct queue_failed *failed,
+	    size_t nfailed);
+	void (*event)(void *arg, enum queue_event ev, double value);
+	void (*log)(void *arg, int prio, const char *msg);
+	void *arg;
+};
+
+/*
+ * queue_sched_new - read active/ (every file: envelope and recipient
+ * status), then schedule.  0 or -errno.
+ */
+int queue_sched_new(uv_loop_t *loop, const struct queue_sched_config *cfg,
+    struct queue_sched **out);
+/* queue_sched_notify - a new message was committed (thread-safe). */
+void queue_sched_notify(struct queue_sched *qs, const char *id);
+/* queue_job_done - the outcome of a job, one result per recipient. */
+void queue_job_done(struct queue_sched *qs, const struct queue_job *job,
+    const struct queue_result *results);
+/*
+ * queue_sched_stop - start no new job; cb runs once the jobs in flight are
+ * done and the handles are closed; then the manager is freed.
+ */
+void queue_sched_stop(struct queue_sched *qs, void (*cb)(void *arg), void *arg);
+
+/* Administration (signetctl queue ...), on the loop. */
+struct queue_info {
+	char id[QUEUE_ID_LEN + 1];
+	time_t arrival;
+	uint64_t size;
+	const char *sender;
+	size_t nrcpt, npending;
+	time_t next_try;              /* earliest pending recipient */
+	int held;
+};
+/* queue_sched_list - call fn for every message (active and held). */
+void queue_sched_list(struct queue_sched *qs,
+    void (*fn)(void *arg, const struct queue_info *info), void *arg);
+/* queue_sched_flush - make id (NULL: every message) due now.  0 or -ENOENT. */
+int queue_sched_flush(struct queue_sched *qs, const char *id);
+/* queue_sched_hold / _release - move between active/ and hold/.  0 or -ENOENT/-EBUSY. */
+int queue_sched_hold(struct queue_sched *qs, const char *id);
+int queue_sched_release(struct queue_sched *qs, const char *id);
+/* queue_sched_delete - remove the message without a bounce.  0 or -ENOENT/-EBUSY. */
+int queue_sched_delete(struct queue_sched *qs, const char *id);
+/* queue_sched_counts - active (due or deferred), deferred, held, oldest arrival. */
+void queue_sched_counts(const struct queue_sched *qs, size_t *active,
+    size_t *deferred, size_t *held, time_t *oldest);
 
 #endif
