@@ -9,12 +9,23 @@
  * and, when asked, hashes every byte before the X record and compares.
  * Message bytes are streamed to a callback or skipped with lseek, never
  * loaded whole, so a 50 MB message costs 64 KiB of memory.
+ *
+ * After X come the 'R' records of issue 4 (delivery state).  Each carries
+ * its own short digest.  The walker reads them all; a damaged tail is
+ * forgiven only where a crash during queue_file_mark could have left it:
+ * an incomplete last record, a complete last record whose digest fails
+ * (size extended, data not written), or zero bytes up to the end.
+ * Anything else after X (another type, a bad record followed by more
+ * bytes, a valid record naming a recipient the envelope lacks) is -EINVAL.
+ * queue_file_mark cuts such a torn tail off before it appends, so a torn
+ * record never ends up in the middle of a file.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <syslog.h>
 #include <unistd.h>
@@ -40,6 +51,11 @@ struct qf_walk {
 	char *env, *sig;        /* record payloads, malloc'd */
 	size_t envlen, siglen;
 	uint64_t msg_size;
+	uint64_t pos;           /* bytes consumed from the start */
+	uint64_t valid_end;     /* after X and the last good 'R' record */
+	size_t rmax;            /* highest 'R' recipient index + 1 */
+	struct queue_rcpt_status *st;   /* if not NULL: 'R' records go here */
+	size_t nst;
 	size_t rpos, wpos;
 	size_t readsz;          /* QF_BUF, or QF_SKIPREAD when skipping */
 	unsigned char buf[QF_BUF];
@@ -95,6 +111,7 @@ qf_take(struct qf_walk *w, void *dst, size_t n, int hash, int msg)
 		    k)) != 0)
 			return rc;
 		w->rpos += k;
+		w->pos += k;
 		n -= k;
 	}
 	return 0;
@@ -110,6 +127,7 @@ qf_skip(struct qf_walk *w, uint64_t n)
 {
 	size_t k = w->wpos - w->rpos;
 
+	w->pos += n;
 	if (k >= n) {
 		w->rpos += (size_t)n;
 		return 0;
@@ -137,7 +155,142 @@ qf_meta(struct qf_walk *w, uint32_t len, char **out, size_t *outlen)
 	return 0;
 }
 
-/* qf_end - the 'X' payload: digest check (if hashing) and nothing after. */
+/* qf_get - n bytes to dst, no digest; 1 if the file ends first, -errno. */
+static int
+qf_get(struct qf_walk *w, unsigned char *dst, size_t n)
+{
+	size_t k;
+	int rc;
+
+	while (n > 0) {
+		if ((rc = qf_fill(w)) != 0)
+			return rc;
+		k = w->wpos - w->rpos;
+		if (k > n)
+			k = n;
+		memcpy(dst, w->buf + w->rpos, k);
+		w->rpos += k;
+		w->pos += k;
+		dst += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* qf_rest_zero - 1 if only zero bytes remain, 0 if not, -errno. */
+static int
+qf_rest_zero(struct qf_walk *w)
+{
+	int rc;
+
+	for (;;) {
+		if ((rc = qf_fill(w)) != 0)
+			return rc > 0 ? 1 : rc;
+		for (; w->rpos < w->wpos; w->rpos++)
+			if (w->buf[w->rpos] != 0)
+				return 0;
+	}
+}
+
+/* qf_rcpt - apply one good 'R' record body (after the header). */
+static int
+qf_rcpt(struct qf_walk *w, const unsigned char *p, size_t reasonlen)
+{
+	struct queue_rcpt_status *st;
+	uint32_t idx = queue__get_le32(p);
+	unsigned state = p[4];
+
+	if (state > QUEUE_RCPT_BOUNCED || idx == UINT32_MAX)
+		return -EINVAL;
+	if ((size_t)idx + 1 > w->rmax)
+		w->rmax = (size_t)idx + 1;
+	if (w->st == NULL)
+		return 0;
+	if (idx >= w->nst)
+		return -EINVAL;
+	st = &w->st[idx];
+	free(st->reason);
+	st->reason = NULL;
+	if (reasonlen > 0) {
+		if ((st->reason = malloc(reasonlen + 1)) == NULL)
+			return -ENOMEM;
+		memcpy(st->reason, p + QUEUE__R_FIXED, reasonlen);
+		st->reason[reasonlen] = '\0';
+	}
+	st->state = (enum queue_rcpt_state)state;
+	st->last_try = (time_t)(int64_t)queue__get_le64(p + 5);
+	st->next_try = (time_t)(int64_t)queue__get_le64(p + 13);
+	st->attempts = queue__get_le32(p + 21);
+	return 0;
+}
+
+/*
+ * qf_tail - the 'R' records after X, up to the end.  A torn tail (see the
+ * top of the file) ends the walk with 0; valid_end then marks where it
+ * starts.
+ */
+static int
+qf_tail(struct qf_walk *w)
+{
+	unsigned char sum[EVP_MAX_MD_SIZE], *rec;
+	unsigned int slen;
+	uint32_t len;
+	int rc;
+
+	for (;;) {
+		w->valid_end = w->pos;
+		if ((rc = qf_fill(w)) != 0)
+			return rc > 0 ? 0 : rc;
+		if (w->buf[w->rpos] == 0) {
+			rc = qf_rest_zero(w);
+			return rc < 0 ? rc : rc > 0 ? 0 : -EINVAL;
+		}
+		if (w->buf[w->rpos] != QUEUE_REC_RCPT_STATE)
+			return -EINVAL;
+		if ((rec = malloc(QUEUE__REC_HDR)) == NULL)
+			return -ENOMEM;
+		if ((rc = qf_get(w, rec, QUEUE__REC_HDR)) != 0) {
+			free(rec);
+			return rc > 0 ? 0 : rc;
+		}
+		len = queue__get_le32(rec + 1);
+		if (len < QUEUE__R_FIXED + QUEUE__R_SUM ||
+		    len > QUEUE__R_FIXED + QUEUE__R_SUM + QUEUE__MAX_META) {
+			free(rec);
+			return -EINVAL;
+		}
+		free(rec);
+		if ((rec = malloc(QUEUE__REC_HDR + (size_t)len)) == NULL)
+			return -ENOMEM;
+		rec[0] = QUEUE_REC_RCPT_STATE;
+		queue__put_le32(rec + 1, len);
+		if ((rc = qf_get(w, rec + QUEUE__REC_HDR, len)) != 0) {
+			free(rec);
+			return rc > 0 ? 0 : rc;
+		}
+		slen = 0;
+		if (!EVP_Digest(rec, QUEUE__REC_HDR + len - QUEUE__R_SUM, sum,
+		    &slen, EVP_sha256(), NULL)) {
+			free(rec);
+			return -ENOMEM;
+		}
+		if (CRYPTO_memcmp(sum, rec + QUEUE__REC_HDR + len -
+		    QUEUE__R_SUM, QUEUE__R_SUM) != 0) {
+			free(rec);
+			/* Forgiven only as the very last thing in the file. */
+			if ((rc = qf_fill(w)) < 0)
+				return rc;
+			return rc > 0 ? 0 : -EINVAL;
+		}
+		rc = qf_rcpt(w, rec + QUEUE__REC_HDR,
+		    len - QUEUE__R_FIXED - QUEUE__R_SUM);
+		free(rec);
+		if (rc != 0)
+			return rc;
+	}
+}
+
+/* qf_end - the 'X' payload: digest check (if hashing), then the tail. */
 static int
 qf_end(struct qf_walk *w, uint32_t len)
 {
@@ -149,24 +302,24 @@ qf_end(struct qf_walk *w, uint32_t len)
 		return -EINVAL;
 	if ((rc = qf_take(w, want, sizeof(want), 0, 0)) != 0)
 		return rc;
-	if ((rc = qf_fill(w)) <= 0)
-		return rc < 0 ? rc : -EINVAL;     /* bytes after the end */
-	if (w->md == NULL)
-		return 0;
-	if (!EVP_DigestFinal_ex(w->md, got, &glen))
-		return -ENOMEM;
-	if (glen != QUEUE__SHA_LEN || CRYPTO_memcmp(want, got, glen) != 0)
-		return -EINVAL;
-	return 0;
+	if (w->md != NULL) {
+		if (!EVP_DigestFinal_ex(w->md, got, &glen))
+			return -ENOMEM;
+		if (glen != QUEUE__SHA_LEN ||
+		    CRYPTO_memcmp(want, got, glen) != 0)
+			return -EINVAL;
+	}
+	return qf_tail(w);
 }
 
 /*
- * qf_walk - parse path from start to end.  With verify, every byte before
- * the X record is hashed and the digest must match; without it, message
- * bytes are skipped and only the framing is checked.
+ * qf_walk_fd - parse w->fd from its start to its end.  With verify, every
+ * byte before the X record is hashed and the digest must match; without
+ * it, message bytes are skipped and only the framing is checked.  The fd
+ * stays open.
  */
 static int
-qf_walk(const char *path, struct qf_walk *w, int verify)
+qf_walk_fd(struct qf_walk *w, int verify)
 {
 	unsigned char hdr[QUEUE__HDR_LEN];
 	enum { WANT_E, WANT_MSX, WANT_X } state = WANT_E;
@@ -174,9 +327,8 @@ qf_walk(const char *path, struct qf_walk *w, int verify)
 	int rc, type;
 
 	w->rpos = w->wpos = 0;
+	w->pos = w->valid_end = 0;
 	w->readsz = verify || w->on_msg != NULL ? QF_BUF : QF_SKIPREAD;
-	if ((w->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-		return -errno;
 	if (verify) {
 		if ((w->md = EVP_MD_CTX_new()) == NULL ||
 		    !EVP_DigestInit_ex(w->md, EVP_sha256(), NULL)) {
@@ -241,6 +393,18 @@ qf_walk(const char *path, struct qf_walk *w, int verify)
 out:
 	EVP_MD_CTX_free(w->md);
 	w->md = NULL;
+	return rc;
+}
+
+/* qf_walk - qf_walk_fd on path, opened read-only. */
+static int
+qf_walk(const char *path, struct qf_walk *w, int verify)
+{
+	int rc;
+
+	if ((w->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	rc = qf_walk_fd(w, verify);
 	close(w->fd);
 	w->fd = -1;
 	return rc;
@@ -282,8 +446,11 @@ queue_file_check(const char *path)
 	/* A file whose digest matches but whose envelope does not parse
 	 * could never be delivered: corrupt too. */
 	if ((rc = qf_walk(path, w, 1)) == 0 &&
-	    (rc = queue_envelope_decode(w->env, w->envlen, &env)) == 0)
+	    (rc = queue_envelope_decode(w->env, w->envlen, &env)) == 0) {
+		if (w->rmax > env.nrcpt)
+			rc = -EINVAL;
 		queue_envelope_free(&env);
+	}
 	qf_free(w);
 	return rc;
 }
@@ -305,6 +472,10 @@ queue_file_read(const char *path, struct queue_file *qf)
 		goto fail;
 	if ((rc = queue_envelope_decode(w->env, w->envlen, &qf->env)) != 0)
 		goto fail;
+	if (w->rmax > qf->env.nrcpt) {
+		rc = -EINVAL;
+		goto fail;
+	}
 	if (w->siglen > 0) {
 		qf->sig = w->sig;
 		qf->siglen = w->siglen;
@@ -349,6 +520,155 @@ queue_file_free(struct queue_file *qf)
 	queue_envelope_free(&qf->env);
 	free(qf->sig);
 	memset(qf, 0, sizeof(*qf));
+}
+
+/* ---- delivery state ('R' records) -------------------------------------- */
+
+int
+queue_file_status(const char *path, size_t nrcpt,
+    struct queue_rcpt_status **out)
+{
+	struct qf_walk *w;
+	int rc;
+
+	*out = NULL;
+	if ((w = qf_new()) == NULL)
+		return -ENOMEM;
+	if ((w->st = calloc(nrcpt > 0 ? nrcpt : 1, sizeof(*w->st))) == NULL) {
+		qf_free(w);
+		return -ENOMEM;
+	}
+	w->nst = nrcpt;
+	if ((rc = qf_walk(path, w, 0)) == 0) {
+		*out = w->st;
+		w->st = NULL;
+	} else {
+		queue_status_free(w->st, nrcpt);
+		w->st = NULL;
+	}
+	qf_free(w);
+	return rc;
+}
+
+void
+queue_status_free(struct queue_rcpt_status *st, size_t n)
+{
+	size_t i;
+
+	if (st == NULL)
+		return;
+	for (i = 0; i < n; i++)
+		free(st[i].reason);
+	free(st);
+}
+
+/* mark_encode - the 'R' records for marks, back to back, in one buffer. */
+static unsigned char *
+mark_encode(const struct queue_mark *marks, size_t n, size_t *outlen)
+{
+	unsigned char sum[EVP_MAX_MD_SIZE], *buf, *p;
+	unsigned int slen;
+	size_t i, total = 0, rl;
+
+	for (i = 0; i < n; i++) {
+		rl = marks[i].reason != NULL ? strlen(marks[i].reason) : 0;
+		if (rl > QUEUE__R_REASON_MAX)
+			rl = QUEUE__R_REASON_MAX;
+		total += QUEUE__REC_HDR + QUEUE__R_FIXED + rl + QUEUE__R_SUM;
+	}
+	if ((buf = malloc(total > 0 ? total : 1)) == NULL)
+		return NULL;
+	for (p = buf, i = 0; i < n; i++) {
+		rl = marks[i].reason != NULL ? strlen(marks[i].reason) : 0;
+		if (rl > QUEUE__R_REASON_MAX)
+			rl = QUEUE__R_REASON_MAX;
+		p[0] = QUEUE_REC_RCPT_STATE;
+		queue__put_le32(p + 1, (uint32_t)(QUEUE__R_FIXED + rl +
+		    QUEUE__R_SUM));
+		queue__put_le32(p + 5, (uint32_t)marks[i].rcpt);
+		p[9] = (unsigned char)marks[i].state;
+		queue__put_le64(p + 10, (uint64_t)(int64_t)marks[i].when);
+		queue__put_le64(p + 18, (uint64_t)(int64_t)marks[i].next_try);
+		queue__put_le32(p + 26, marks[i].attempts);
+		if (rl > 0)
+			memcpy(p + 30, marks[i].reason, rl);
+		slen = 0;
+		if (!EVP_Digest(p, QUEUE__REC_HDR + QUEUE__R_FIXED + rl, sum,
+		    &slen, EVP_sha256(), NULL)) {
+			free(buf);
+			return NULL;
+		}
+		memcpy(p + QUEUE__REC_HDR + QUEUE__R_FIXED + rl, sum,
+		    QUEUE__R_SUM);
+		p += QUEUE__REC_HDR + QUEUE__R_FIXED + rl + QUEUE__R_SUM;
+	}
+	*outlen = total;
+	return buf;
+}
+
+/*
+ * queue_file_mark - under an exclusive flock (two jobs of one message may
+ * finish together on two pool threads), walk the framing to find where the
+ * good part ends, cut a torn tail a crash left behind, append, fdatasync.
+ */
+int
+queue_file_mark(const char *path, const struct queue_mark *marks, size_t n)
+{
+	struct qf_walk *w = NULL;
+	unsigned char *buf = NULL;
+	struct stat st;
+	size_t len = 0, off;
+	ssize_t k;
+	int fd, rc;
+
+	for (off = 0; off < n; off++)
+		if (marks[off].rcpt >= UINT32_MAX ||
+		    (unsigned)marks[off].state > QUEUE_RCPT_BOUNCED)
+			return -EINVAL;
+	if ((fd = open(path, O_RDWR | O_APPEND | O_CLOEXEC)) < 0)
+		return -errno;
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR) {
+			rc = -errno;
+			goto out;
+		}
+	if ((w = qf_new()) == NULL || (buf = mark_encode(marks, n,
+	    &len)) == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	w->fd = fd;
+	if ((rc = qf_walk_fd(w, 0)) != 0)
+		goto out;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	if ((uint64_t)st.st_size > w->valid_end &&
+	    ftruncate(fd, (off_t)w->valid_end) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (off = 0; off < len; off += (size_t)k) {
+		do
+			k = write(fd, buf + off, len - off);
+		while (k < 0 && errno == EINTR);
+		if (k < 0) {
+			/* A half record left here is a torn tail: cut next time. */
+			rc = -errno;
+			goto out;
+		}
+	}
+	if (fdatasync(fd) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	rc = 0;
+out:
+	free(buf);
+	qf_free(w);
+	close(fd);
+	return rc;
 }
 
 /* ---- recovery ------------------------------------------------------------ */

@@ -91,6 +91,12 @@ enum queue_event {
 	QUEUE_EV_FSYNC_SECONDS,   /* value: seconds the group commit took */
 	QUEUE_EV_COMMITTED,       /* value: 1 per message made durable */
 	QUEUE_EV_WRITE_ERROR,     /* value: 1 */
+	/* queue manager (issue 4) */
+	QUEUE_EV_RCPT_SENT,       /* value: recipients of one job now SENT */
+	QUEUE_EV_RCPT_DEFERRED,   /* value: recipients of one job deferred */
+	QUEUE_EV_RCPT_BOUNCED,    /* value: recipients of one job bounced (expiry too) */
+	QUEUE_EV_MSG_DONE,        /* value: seconds from arrival to removal */
+	QUEUE_EV_MARK_ERROR,      /* value: 1, delivery state not recorded */
 };
 
 struct queue_config {
@@ -194,7 +200,8 @@ void queue_file_free(struct queue_file *qf);
  * 'X' record, one 'R' record per recipient and attempt:
  *   'R' payload: u32 recipient index, u8 state, i64 time, i64 next attempt,
  *       u32 attempts so far, reason text; then the first 8 bytes of the
- *       SHA-256 of type, length and payload.
+ *       SHA-256 of type, length and payload (the length counts these 8
+ *       bytes too; the digest covers everything before them).
  * The part up to 'X' never changes.  A torn last 'R' record (a crash in the
  * middle of an append) is ignored, so at worst the transaction that was in
  * flight is tried again.  queue_file_check accepts trailing 'R' records.

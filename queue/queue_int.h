@@ -42,6 +42,30 @@ queue__get_le32(const unsigned char *p)
 	    (uint32_t)p[3] << 24;
 }
 
+/* queue__put_le64 / queue__get_le64 - the same for 64 bits ('R' times). */
+static inline void
+queue__put_le64(unsigned char *p, uint64_t v)
+{
+	queue__put_le32(p, (uint32_t)v);
+	queue__put_le32(p + 4, (uint32_t)(v >> 32));
+}
+
+static inline uint64_t
+queue__get_le64(const unsigned char *p)
+{
+	return (uint64_t)queue__get_le32(p) |
+	    (uint64_t)queue__get_le32(p + 4) << 32;
+}
+
+/*
+ * 'R' record body: u32 rcpt, u8 state, i64 when, i64 next, u32 attempts
+ * (25 bytes), the reason, then 8 bytes of SHA-256 over the 5-byte header
+ * and everything before them.  The length field counts all of it.
+ */
+#define QUEUE__R_FIXED    25
+#define QUEUE__R_SUM      8
+#define QUEUE__R_REASON_MAX 2000       /* longer reasons are cut */
+
 /*
  * queue__xmalloc / queue__xstrdup - allocate or abort: the streaming write
  * path promises not to fail on anything but I/O (queue.h).

@@ -779,6 +779,9 @@ batch_done(struct queue_spool *sp, int dres)
 			    "queue: %s: unlink: %s", m->id, strerror(errno));
 		if (m->cb != NULL)
 			m->cb(m->cb_arg, m->err, m->id);
+		/* After the 250: the queue manager learns of it (issue 4). */
+		if (m->err == 0 && sp->cfg.committed != NULL)
+			sp->cfg.committed(sp->cfg.arg, m->id);
 		msg_free(m);
 	}
 	spool_commit_check(sp);

@@ -321,6 +321,8 @@ on_event(void *arg, enum queue_event ev, double v)
 	case QUEUE_EV_WRITE_ERROR:
 		c->write_errors++;
 		break;
+	default:
+		break;
 	}
 }
 
@@ -1160,6 +1162,161 @@ TEST(queue_spool_efbig)
 	signal(SIGXFSZ, SIG_IGN);
 	T_OK(setrlimit(RLIMIT_FSIZE, &rl));
 	T_EQ(write_error_run(dir), -EFBIG);
+	rm_rf(dir);
+	free(dir);
+}
+
+/* ---- delivery state ('R' records, issue 4) ------------------------------- */
+
+/* append_bytes - add n bytes to the end of path. */
+static void
+append_bytes(const char *path, const void *p, size_t n)
+{
+	FILE *f;
+
+	T_TRUE((f = fopen(path, "ab")) != NULL);
+	T_EQ(fwrite(p, 1, n, f), n);
+	T_OK(fclose(f));
+}
+
+TEST(queue_file_marks)
+{
+	char *dir = make_tmpdir(), id[QUEUE_ID_LEN + 1], path[512], bad[512];
+	struct queue_mark mk[3];
+	struct queue_rcpt_status *st;
+	struct queue_file qf;
+	struct counts c;
+	size_t n = 0;
+	long base, full, i;
+	unsigned char zeros[40];
+
+	memset(&c, 0, sizeof(c));
+	spool_one(dir, 70000, 0, id, &c);      /* sample_env(1): one rcpt */
+	snprintf(path, sizeof(path), "%s/active/%s", dir, id);
+	snprintf(bad, sizeof(bad), "%s/bad", dir);
+	base = file_size(path);
+	T_OK(queue_file_status(path, 1, &st));
+	T_EQ(st[0].state, QUEUE_RCPT_PENDING);
+	T_EQ(st[0].attempts, 0);
+	T_TRUE(st[0].reason == NULL);
+	queue_status_free(st, 1);
+
+	memset(mk, 0, sizeof(mk));
+	mk[0] = (struct queue_mark){ 0, QUEUE_RCPT_PENDING, 1000, 1300, 1,
+	    "451 4.3.0 try later" };
+	T_OK(queue_file_mark(path, mk, 1));
+	mk[0] = (struct queue_mark){ 0, QUEUE_RCPT_SENT, 1400, 0, 2,
+	    "250 2.0.0 ok" };
+	T_OK(queue_file_mark(path, mk, 1));
+	full = file_size(path);
+	T_OK(queue_file_check(path));
+	T_OK(queue_file_message(path, count_msg, &n));
+	T_EQ(n, 70000);
+	T_OK(queue_file_status(path, 1, &st));
+	T_EQ(st[0].state, QUEUE_RCPT_SENT);
+	T_EQ(st[0].last_try, 1400);
+	T_EQ(st[0].attempts, 2);
+	T_STREQ(st[0].reason, "250 2.0.0 ok");
+	queue_status_free(st, 1);
+	/* Only as many recipients as the envelope has. */
+	mk[0].rcpt = 1;
+	T_OK(queue_file_mark(path, mk, 1));
+	T_EQ(queue_file_check(path), -EINVAL);
+	T_EQ(queue_file_read(path, &qf), -EINVAL);
+	T_EQ(queue_file_status(path, 1, &st), -EINVAL);
+	T_TRUE(st == NULL);
+	copy_file(path, bad, full, -1);
+	copy_file(bad, path, -1, -1);
+
+	/* Cut anywhere in the second record: as if it was never written. */
+	for (i = full - 1; i >= base; i--) {
+		copy_file(path, bad, i, -1);
+		if (queue_file_check(bad) != 0)
+			T_FAIL("cut at %ld of %ld rejected", i, full);
+		T_OK(queue_file_read(bad, &qf));
+		queue_file_free(&qf);
+		T_OK(queue_file_status(bad, 1, &st));
+		T_EQ(st[0].state, QUEUE_RCPT_PENDING);
+		/* The first record is 5 + 25 + 19 + 8 bytes. */
+		T_EQ(st[0].next_try, i >= base + 57 ? 1300 : 0);
+		queue_status_free(st, 1);
+	}
+	/* The next mark cuts the torn tail first. */
+	copy_file(path, bad, full - 7, -1);
+	mk[0] = (struct queue_mark){ 0, QUEUE_RCPT_BOUNCED, 1500, 0, 2,
+	    "550 no" };
+	T_OK(queue_file_mark(bad, mk, 1));
+	T_EQ(file_size(bad), full - 6);     /* "550 no" is 6 bytes shorter */
+	T_OK(queue_file_check(bad));
+	T_OK(queue_file_status(bad, 1, &st));
+	T_EQ(st[0].state, QUEUE_RCPT_BOUNCED);
+	queue_status_free(st, 1);
+	/* Size extended by a crash, zeros: ignored. */
+	copy_file(path, bad, -1, -1);
+	memset(zeros, 0, sizeof(zeros));
+	append_bytes(bad, zeros, sizeof(zeros));
+	T_OK(queue_file_check(bad));
+	/* A bad digest on the last record is torn; before another, damage. */
+	copy_file(path, bad, -1, full - 3);
+	T_OK(queue_file_check(bad));
+	T_OK(queue_file_status(bad, 1, &st));
+	T_EQ(st[0].state, QUEUE_RCPT_PENDING);
+	queue_status_free(st, 1);
+	copy_file(path, bad, -1, base + 10);
+	T_EQ(queue_file_check(bad), -EINVAL);
+	/* Anything after X that is not an 'R' record: damage. */
+	copy_file(path, bad, -1, -1);
+	append_bytes(bad, "x", 1);
+	T_EQ(queue_file_check(bad), -EINVAL);
+	T_EQ(queue_file_read(bad, &qf), -EINVAL);
+	/* Recovery keeps a file with marks. */
+	T_EQ(queue_recover(dir, on_log, NULL), 1);
+	T_EQ(count_files(dir, "active"), 1);
+	T_EQ(queue_file_mark("/nonexistent/q", mk, 1), -ENOENT);
+	rm_rf(dir);
+	free(dir);
+}
+
+/* on_committed - the spool's committed hook. */
+static void
+on_committed(void *arg, const char *id)
+{
+	struct counts *c = arg;
+
+	T_EQ(strlen(id), QUEUE_ID_LEN);
+	c->committed += 1000;
+}
+
+TEST(queue_spool_committed_hook)
+{
+	char *dir = make_tmpdir();
+	struct queue_config cfg;
+	struct queue_envelope env;
+	struct queue_spool *sp;
+	struct counts c;
+	struct tmsg t;
+	uv_loop_t loop;
+
+	memset(&c, 0, sizeof(c));
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.spool_dir = dir;
+	cfg.event = on_event;
+	cfg.log = on_log;
+	cfg.committed = on_committed;
+	cfg.arg = &c;
+	sample_env(&env, 1);
+	memset(&t, 0, sizeof(t));
+	T_OK(uv_loop_init(&loop));
+	T_OK(queue_spool_new(&loop, &cfg, &sp));
+	T_OK(queue_msg_new(sp, &env, &t.m));
+	strcpy(t.id, queue_msg_id(t.m));
+	queue_msg_write(t.m, "x\r\n", 3);
+	queue_msg_commit(t.m, NULL, 0, on_commit, &t);
+	T_OK(uv_run(&loop, UV_RUN_DEFAULT));
+	T_EQ(t.status, 0);
+	T_EQ(c.committed, 1001);       /* the event and the hook */
+	close_spool(&loop, sp);
+	queue_envelope_free(&env);
 	rm_rf(dir);
 	free(dir);
 }
