@@ -23,148 +23,269 @@
 /* ---- scanners -------------------------------------------------------- */
 
 /*
- * A scanner returns the first index at or after i whose byte needs the
- * state machine, or len.  What needs it:
+ * The scanner finds the next byte at or after i that needs the state
+ * machine ("interesting"), or len.  What needs it:
  *   relaxed: TAB; SP followed by SP, TAB or CR; and CRs as below.
  *   both:    a CR not followed by LF (bare CR, or the chunk's last byte), and
  *            a CR right after an LF (an empty line, which may turn out to be
  *            trailing) unless the next line visibly starts with content.
  * A CRLF ending a line of content is canonical already, so text mail runs
- * through the scanner for many lines at a stretch.  The byte at i itself is
- * judged as if the byte before it were not LF: the caller never starts a
- * scan on a CR at the start of a line.
+ * through the scanner for many lines at a stretch.  Flagging more than this
+ * is always safe, since the state machine handles any byte; flagging less
+ * is not.  Whether a byte is interesting depends only on the chunk's bytes,
+ * never on the state: the byte before the chunk counts as not LF (the state
+ * machine, not the scanner, takes a CR at the start of a line), the bytes
+ * after it as unknown (so a SP or CR near the end is flagged).
+ *
+ * Bytes are classified 64 at a time into bit masks (bit k for byte base + k:
+ * SP, TAB, CR, LF), and the rules above become shifts of those masks, the
+ * neighbouring block supplying the bits that shift in.  A window of
+ * SCAN_WORDS blocks is classified at once into a bitmap that stays in L1;
+ * each stop of the state machine is then a bit lookup, not a new scan.  Only
+ * the classification differs between the scalar (SWAR), SSE4.2-level and
+ * AVX2 versions, chosen at run time from the CPU's features.
  */
-typedef size_t (*scan_fn)(const unsigned char *p, size_t i, size_t len,
-    int relaxed);
+#define SCAN_WORDS 64    /* a window: 64 blocks of 64 bytes */
 
-/* interesting - does byte j need the state machine? (first: j is the scan start) */
-static inline int
-interesting(const unsigned char *p, size_t j, size_t len, int relaxed, int first)
+/* the classes of one block of 64 bytes */
+struct scan_blk {
+	uint64_t sp, tab, cr, lf;
+};
+
+struct scan;
+typedef void (*scan_fill_fn)(struct scan *sc, size_t base);
+
+struct scan {
+	const unsigned char *p;
+	size_t len;
+	size_t base, end;        /* the window [base, end): bits[] */
+	scan_fill_fn fill;
+	uint64_t bits[SCAN_WORDS];
+};
+
+typedef void (*scan_classify_fn)(const unsigned char *q, struct scan_blk *b);
+
+/* swar_eq - one bit per byte of x that equals c (bit k for byte k). */
+static inline uint64_t
+swar_eq(uint64_t x, uint64_t c)
 {
-	unsigned char c = p[j];
+	const uint64_t lo7 = 0x7f7f7f7f7f7f7f7full;
+	uint64_t t = x ^ c;
 
-	if (c == '\r') {
-		if (j + 1 == len || p[j + 1] != '\n')
-			return 1;
-		if (first || p[j - 1] != '\n')
-			return 0;
-		/* an empty line followed by content is not trailing */
-		return j + 2 == len || p[j + 2] == '\r' ||
-		    (relaxed && (p[j + 2] == ' ' || p[j + 2] == '\t'));
-	}
-	if (!relaxed)
-		return 0;
-	if (c == '\t')
-		return 1;
-	if (c == ' ')
-		return j + 1 == len || p[j + 1] == ' ' || p[j + 1] == '\t' ||
-		    p[j + 1] == '\r';
-	return 0;
+	/* the high bit of each byte of t is set iff that byte is 0 (no carries) */
+	t = ~(((t & lo7) + lo7) | t) & ~lo7;
+	/* gather bit 8k + 7 to bit 56 + k */
+	return (t * 0x0002040810204081ull) >> 56;
 }
 
-/* scan_scalar - one byte at a time. */
-static size_t
-scan_scalar(const unsigned char *p, size_t i, size_t len, int relaxed)
+/* classify_scalar - eight bytes at a time in a 64-bit word. */
+static inline __attribute__((always_inline)) void
+classify_scalar(const unsigned char *q, struct scan_blk *b)
 {
-	size_t j;
+	const uint64_t ones = 0x0101010101010101ull;
+	int k;
 
-	for (j = i; j < len; j++) {
-		if (p[j] > ' ')
-			continue;
-		if (interesting(p, j, len, relaxed, j == i))
-			return j;
+	b->sp = b->tab = b->cr = b->lf = 0;
+	for (k = 0; k < 8; k++) {
+		uint64_t x;
+
+		memcpy(&x, q + 8 * k, 8);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+		x = __builtin_bswap64(x);
+#endif
+		b->sp |= swar_eq(x, ones * ' ') << (8 * k);
+		b->tab |= swar_eq(x, ones * '\t') << (8 * k);
+		b->cr |= swar_eq(x, ones * '\r') << (8 * k);
+		b->lf |= swar_eq(x, ones * '\n') << (8 * k);
 	}
-	return len;
+}
+
+/*
+ * The classes of a byte of the next block, for the bits that shift in: bit 0
+ * LF, bit 1 "x" for simple (CR), bit 2 "x" for relaxed (CR, SP, TAB).  Past
+ * the end of the chunk the next byte is unknown, which must count as x and
+ * not as LF; scan_fill_with pads with CR for that.
+ */
+static const unsigned char scan_cls[256] = {
+	['\n'] = 1, ['\r'] = 6, [' '] = 4, ['\t'] = 4,
+};
+
+/*
+ * scan_block - the interesting bytes among the 64 at q; reads q[0..65].
+ * prevlf: is the byte before q LF?
+ */
+static inline __attribute__((always_inline)) uint64_t
+scan_block(const unsigned char *q, uint64_t prevlf, int relaxed,
+    scan_classify_fn classify)
+{
+	const uint64_t wmask = relaxed ? ~0ull : 0;
+	const unsigned xshift = relaxed ? 2 : 1;
+	struct scan_blk b;
+	uint64_t n0 = scan_cls[q[64]], n1 = scan_cls[q[65]];
+	uint64_t x0 = n0 >> xshift & 1, x1 = n1 >> xshift & 1;
+	uint64_t x, nlf, plf, crbad, w;
+
+	classify(q, &b);
+	/* x: CR, or WSP when relaxed; a line after an empty one needs a look */
+	x = b.cr | ((b.sp | b.tab) & wmask);
+	nlf = b.lf >> 1 | (n0 & 1) << 63;
+	plf = b.lf << 1 | prevlf;
+	crbad = b.cr & ~(nlf & ~(plf & (x >> 2 | x0 << 62 | x1 << 63)));
+	/* relaxed: TAB, and SP before x (CR, SP or TAB) */
+	w = b.tab | (b.sp & (x >> 1 | x0 << 63));
+	return crbad | (w & wmask);
+}
+
+/* scan_fill_with - classify the window starting at base (a multiple of 64). */
+static inline __attribute__((always_inline)) void
+scan_fill_with(struct scan *sc, size_t base, int relaxed,
+    scan_classify_fn classify)
+{
+	const unsigned char *p = sc->p;
+	const size_t len = sc->len;
+	uint64_t *bits = sc->bits;
+	size_t q, end, full;
+
+	end = base + 64 * SCAN_WORDS;
+	if (end > len)
+		end = base + (len - base + 63) / 64 * 64;
+	sc->base = base;
+	sc->end = end;
+	/* blocks with the two bytes after them inside the chunk */
+	full = len >= 66 ? len - 66 + 1 : 0;
+	if (full > end)
+		full = end;
+	q = base;
+	if (q < full) {
+		*bits++ = scan_block(p + q, q > 0 && p[q - 1] == '\n', relaxed,
+		    classify);
+		for (q += 64; q < full; q += 64)
+			*bits++ = scan_block(p + q, p[q - 1] == '\n', relaxed,
+			    classify);
+	}
+	/* the end of the chunk: what follows counts as CR */
+	for (; q < end; q += 64) {
+		unsigned char tmp[66];
+		size_t n = len - q;
+
+		memset(tmp, '\r', sizeof(tmp));
+		memcpy(tmp, p + q, n < sizeof(tmp) ? n : sizeof(tmp));
+		*bits++ = scan_block(tmp, q > 0 && p[q - 1] == '\n', relaxed,
+		    classify) & (n >= 64 ? ~0ull : (1ull << n) - 1);
+	}
+}
+
+static void
+scan_fill_scalar_r(struct scan *sc, size_t base)
+{
+	scan_fill_with(sc, base, 1, classify_scalar);
+}
+
+static void
+scan_fill_scalar_s(struct scan *sc, size_t base)
+{
+	scan_fill_with(sc, base, 0, classify_scalar);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
 #define HAVE_X86 1
 
-/* scan_sse42 - 16 bytes at a time, loads at j - 1, j, j + 1 and j + 2. */
-__attribute__((target("sse4.2"))) static size_t
-scan_sse42(const unsigned char *p, size_t i, size_t len, int relaxed)
+/* classify_sse42 - 16 bytes per load. */
+static inline __attribute__((always_inline, target("sse4.2"))) void
+classify_sse42(const unsigned char *q, struct scan_blk *b)
 {
-	const __m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t');
-	const __m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
-	const __m128i wmask = _mm_set1_epi8(relaxed ? -1 : 0);
-	size_t j = i;
+	__m128i sp = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t');
+	__m128i cr = _mm_set1_epi8('\r'), lf = _mm_set1_epi8('\n');
+	int k;
 
-	if (j < len && interesting(p, j, len, relaxed, 1))
-		return j;
-	j++;
-	while (j + 18 <= len) {
-		__m128i a = _mm_loadu_si128((const __m128i *)(p + j));
-		__m128i nx = _mm_loadu_si128((const __m128i *)(p + j + 1));
-		__m128i n2 = _mm_loadu_si128((const __m128i *)(p + j + 2));
-		__m128i pv = _mm_loadu_si128((const __m128i *)(p + j - 1));
-		__m128i acr = _mm_cmpeq_epi8(a, cr);
-		__m128i n2x = _mm_or_si128(_mm_cmpeq_epi8(n2, cr), _mm_and_si128(
-		    _mm_or_si128(_mm_cmpeq_epi8(n2, sp), _mm_cmpeq_epi8(n2, tab)),
-		    wmask));
-		__m128i crbad = _mm_and_si128(acr, _mm_or_si128(
-		    _mm_andnot_si128(_mm_cmpeq_epi8(nx, lf), _mm_set1_epi8(-1)),
-		    _mm_and_si128(_mm_cmpeq_epi8(pv, lf), n2x)));
-		__m128i nwsp = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(nx, sp),
-		    _mm_cmpeq_epi8(nx, tab)), _mm_cmpeq_epi8(nx, cr));
-		__m128i w = _mm_or_si128(_mm_cmpeq_epi8(a, tab),
-		    _mm_and_si128(_mm_cmpeq_epi8(a, sp), nwsp));
-		__m128i m = _mm_or_si128(crbad, _mm_and_si128(w, wmask));
-		unsigned mask = (unsigned)_mm_movemask_epi8(m);
+	/* keep GCC from rebuilding the constants inside the loop */
+	__asm__("" : "+x"(sp), "+x"(tab), "+x"(cr), "+x"(lf));
 
-		if (mask != 0)
-			return j + (size_t)__builtin_ctz(mask);
-		j += 16;
+	b->sp = b->tab = b->cr = b->lf = 0;
+	for (k = 0; k < 4; k++) {
+		__m128i v = _mm_loadu_si128((const __m128i *)(q + 16 * k));
+
+#define CLASS(c) ((uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(v, c)) << (16 * k))
+		b->sp |= CLASS(sp);
+		b->tab |= CLASS(tab);
+		b->cr |= CLASS(cr);
+		b->lf |= CLASS(lf);
+#undef CLASS
 	}
-	for (; j < len; j++)
-		if (p[j] <= ' ' && interesting(p, j, len, relaxed, 0))
-			return j;
-	return len;
 }
 
-/* scan_avx2 - 32 bytes at a time. */
-__attribute__((target("avx2"))) static size_t
-scan_avx2(const unsigned char *p, size_t i, size_t len, int relaxed)
+__attribute__((target("sse4.2"))) static void
+scan_fill_sse42_r(struct scan *sc, size_t base)
 {
-	const __m256i sp = _mm256_set1_epi8(' '), tab = _mm256_set1_epi8('\t');
-	const __m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
-	const __m256i ones = _mm256_set1_epi8(-1);
-	const __m256i wmask = _mm256_set1_epi8(relaxed ? -1 : 0);
-	size_t j = i;
+	scan_fill_with(sc, base, 1, classify_sse42);
+}
 
-	if (j < len && interesting(p, j, len, relaxed, 1))
-		return j;
-	j++;
-	while (j + 34 <= len) {
-		__m256i a = _mm256_loadu_si256((const __m256i *)(p + j));
-		__m256i nx = _mm256_loadu_si256((const __m256i *)(p + j + 1));
-		__m256i n2 = _mm256_loadu_si256((const __m256i *)(p + j + 2));
-		__m256i pv = _mm256_loadu_si256((const __m256i *)(p + j - 1));
-		__m256i acr = _mm256_cmpeq_epi8(a, cr);
-		__m256i n2x = _mm256_or_si256(_mm256_cmpeq_epi8(n2, cr),
-		    _mm256_and_si256(_mm256_or_si256(_mm256_cmpeq_epi8(n2, sp),
-		    _mm256_cmpeq_epi8(n2, tab)), wmask));
-		__m256i crbad = _mm256_and_si256(acr, _mm256_or_si256(
-		    _mm256_andnot_si256(_mm256_cmpeq_epi8(nx, lf), ones),
-		    _mm256_and_si256(_mm256_cmpeq_epi8(pv, lf), n2x)));
-		__m256i nwsp = _mm256_or_si256(_mm256_or_si256(
-		    _mm256_cmpeq_epi8(nx, sp), _mm256_cmpeq_epi8(nx, tab)),
-		    _mm256_cmpeq_epi8(nx, cr));
-		__m256i w = _mm256_or_si256(_mm256_cmpeq_epi8(a, tab),
-		    _mm256_and_si256(_mm256_cmpeq_epi8(a, sp), nwsp));
-		__m256i m = _mm256_or_si256(crbad, _mm256_and_si256(w, wmask));
-		unsigned mask = (unsigned)_mm256_movemask_epi8(m);
+__attribute__((target("sse4.2"))) static void
+scan_fill_sse42_s(struct scan *sc, size_t base)
+{
+	scan_fill_with(sc, base, 0, classify_sse42);
+}
 
-		if (mask != 0)
-			return j + (size_t)__builtin_ctz(mask);
-		j += 32;
-	}
-	/* the tail (fewer than 34 bytes) bytewise */
-	for (; j < len; j++)
-		if (p[j] <= ' ' && interesting(p, j, len, relaxed, 0))
-			return j;
-	return len;
+/* classify_avx2 - 32 bytes per load. */
+static inline __attribute__((always_inline, target("avx2"))) void
+classify_avx2(const unsigned char *q, struct scan_blk *b)
+{
+	__m256i sp = _mm256_set1_epi8(' '), tab = _mm256_set1_epi8('\t');
+	__m256i cr = _mm256_set1_epi8('\r'), lf = _mm256_set1_epi8('\n');
+	__m256i lo = _mm256_loadu_si256((const __m256i *)q);
+	__m256i hi = _mm256_loadu_si256((const __m256i *)(q + 32));
+
+	/* keep GCC from rebuilding the constants inside the loop */
+	__asm__("" : "+x"(sp), "+x"(tab), "+x"(cr), "+x"(lf));
+
+#define CLASS(c) ((uint64_t)(unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(lo, c)) | \
+	    (uint64_t)(unsigned)_mm256_movemask_epi8(_mm256_cmpeq_epi8(hi, c)) << 32)
+	b->sp = CLASS(sp);
+	b->tab = CLASS(tab);
+	b->cr = CLASS(cr);
+	b->lf = CLASS(lf);
+#undef CLASS
+}
+
+__attribute__((target("avx2"))) static void
+scan_fill_avx2_r(struct scan *sc, size_t base)
+{
+	scan_fill_with(sc, base, 1, classify_avx2);
+}
+
+__attribute__((target("avx2"))) static void
+scan_fill_avx2_s(struct scan *sc, size_t base)
+{
+	scan_fill_with(sc, base, 0, classify_avx2);
 }
 #endif
+
+/* scan_next - the first interesting byte at or after i, or len. */
+static inline size_t
+scan_next(struct scan *sc, size_t i)
+{
+	for (;;) {
+		size_t w, nw;
+		uint64_t m;
+
+		if (i >= sc->end) {
+			if (i >= sc->len)
+				return sc->len;
+			sc->fill(sc, i & ~(size_t)63);
+		}
+		w = (i - sc->base) / 64;
+		nw = (sc->end - sc->base) / 64;
+		m = sc->bits[w] & (~0ull << (i % 64));
+		while (m == 0) {
+			if (++w == nw)
+				break;
+			m = sc->bits[w];
+		}
+		if (m != 0)
+			return sc->base + 64 * w + (size_t)__builtin_ctzll(m);
+		i = sc->end;
+	}
+}
 
 static enum dkim_simd simd_level = DKIM_SIMD_AUTO;
 
@@ -208,18 +329,19 @@ dkim_simd_name(enum dkim_simd level)
 	}
 }
 
-static scan_fn
-scanner(enum dkim_simd level)
+/* scan_filler - the window classifier of a level, for relaxed or simple. */
+static scan_fill_fn
+scan_filler(enum dkim_simd level, int relaxed)
 {
 	switch (level) {
 #ifdef HAVE_X86
 	case DKIM_SIMD_AVX2:
-		return scan_avx2;
+		return relaxed ? scan_fill_avx2_r : scan_fill_avx2_s;
 	case DKIM_SIMD_SSE42:
-		return scan_sse42;
+		return relaxed ? scan_fill_sse42_r : scan_fill_sse42_s;
 #endif
 	default:
-		return scan_scalar;
+		return relaxed ? scan_fill_scalar_r : scan_fill_scalar_s;
 	}
 }
 
@@ -275,9 +397,15 @@ dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *cp, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)cp;
 	const int relaxed = bc->canon == DKIM_CANON_RELAXED;
-	scan_fn scan = scanner(bc->simd);
+	struct scan sc;
 	size_t i = 0, span = 0, hold = 0;
 	int exact = 0, cr_here = 0;
+
+	/* the first window is classified when the scanner first runs */
+	sc.p = p;
+	sc.len = len;
+	sc.base = sc.end = 0;
+	sc.fill = scan_filler(bc->simd, relaxed);
 
 #define HAS_PENDING() (bc->pending_crlf != 0 || bc->pend_wsp)
 	/* resolve - content begins at `at`: emit what was held back. */
@@ -301,7 +429,7 @@ dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *cp, size_t len)
 		/* a CR at the start of a line is for the state machine */
 		if (!bc->pend_cr && !HAS_PENDING() &&
 		    !(bc->line_start && p[i] == '\r')) {
-			size_t j = scan(p, i, len, relaxed);
+			size_t j = scan_next(&sc, i);
 
 			/* what was skipped is canonical; did it end a line? */
 			if (j > i)
@@ -317,27 +445,27 @@ dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *cp, size_t len)
 			 * at the end of the chunk take the long way.
 			 */
 			if (relaxed && !bc->line_start && (p[i] == ' ' || p[i] == '\t')) {
-				size_t k = i + 1;
+				size_t k = i + 1, cut;
+				int content, trailing;
 
 				while (k < len && (p[k] == ' ' || p[k] == '\t'))
 					k++;
-				if (k < len && p[k] != '\r') {
-					if (p[i] == ' ')
-						emit(bc, cp + span, i + 1 - span);
-					else {
-						emit(bc, cp + span, i - span);
-						emit(bc, " ", 1);
-					}
-					span = i = k;
-					continue;
-				}
-				if (k + 1 < len && p[k] == '\r' && p[k + 1] == '\n') {
-					emit(bc, cp + span, i - span);
-					span = i = k;
-					continue;
-				}
+				if (k + 1 >= len)
+					goto state;
+				/* the common cases decided without branching */
+				content = p[k] != '\r';
+				trailing = !content & (p[k + 1] == '\n');
+				if (!(content | trailing))
+					goto state;
+				cut = i + (size_t)(content & (p[i] == ' '));
+				emit(bc, cp + span, cut - span);
+				if (content & (p[i] == '\t'))
+					emit(bc, " ", 1);
+				span = i = k;
+				continue;
 			}
 		}
+state:
 		c = p[i];
 		if (bc->pend_cr) {
 			bc->pend_cr = 0;

@@ -287,6 +287,71 @@ TEST(dkim_canon_simd_equals_scalar)
 	free(body);
 }
 
+/*
+ * The scanner classifies 64-byte blocks and 4 KiB windows of each chunk;
+ * put every kind of event right before, on and after those boundaries and
+ * at the end of the body, and cut the body there too.
+ */
+TEST(dkim_canon_block_boundaries)
+{
+	static const char *const evs[] = { "  x", " \r\nx", "\tx", " \t\r\n",
+		"\r\n\r\n\r\nx", "\r\n \r\nx", "\rx", "\r\n\r\n", " ",
+		"\r", "\r\n\r\n \tx", "\r\n\r\n\r\n", "\r\n\r\n \r\n" };
+	static const size_t bases[] = { 64, 128, 4096, 8192 };
+	size_t len = 8192 + 80, b, e, wlen;
+	char *body = malloc(len);
+	int d, c, tail;
+
+	for (tail = 0; tail <= 3; tail += 3)
+	for (b = 0; b < sizeof(bases) / sizeof(bases[0]); b++)
+		for (e = 0; e < sizeof(evs) / sizeof(evs[0]); e++)
+			for (d = -4; d <= 3; d++) {
+				size_t at = bases[b] + (size_t)(long)d, el = strlen(evs[e]);
+				size_t i, blen = at + el + (size_t)tail, cuts[8];
+				enum dkim_simd lv;
+				int k;
+
+				for (i = 0; i < blen; i++)
+					body[i] = i % 9 == 8 ? ' ' : (i % 71 == 70 ? '\n' :
+					    (i % 71 == 69 ? '\r' : 'a'));
+				memcpy(body + at, evs[e], el);
+				if (blen > len)
+					T_FAIL("body too long");
+				for (c = 0; c < 2; c++) {
+					char *want = dkim_canon_body_ref(c, body, blen, &wlen);
+
+					for (lv = DKIM_SIMD_SCALAR; lv <= DKIM_SIMD_AVX2; lv++) {
+						dkim_simd_set(lv);
+						for (k = 0; k < 10; k++) {
+							struct buf o;
+							size_t cut = k < 8 ? at + (size_t)k - 3 :
+							    (k == 8 ? bases[b] : blen);
+
+							cuts[0] = cut > blen ? blen : cut;
+							o = canon_chunks(c, body, blen, cuts, 1);
+							if (o.len != wlen || memcmp(o.p, want, wlen) != 0)
+								fprintf(stderr, "simd %s base %zu ev %zu d %d cut %zu\n",
+								    dkim_simd_name(lv), bases[b], e, d, cuts[0]);
+							T_MEMEQ(o.p, o.len, want, wlen);
+							free(o.p);
+						}
+					}
+					free(want);
+				}
+				/* whole-body splits where the body is small */
+				if (blen < 200) {
+					for (c = 0; c < 2; c++) {
+						char *want = dkim_canon_body_ref(c, body, blen, &wlen);
+
+						check_all_ways(c, body, blen, want, wlen);
+						free(want);
+					}
+				}
+			}
+	dkim_simd_set(DKIM_SIMD_AUTO);
+	free(body);
+}
+
 /* ---- signing and verification ------------------------------------------- */
 
 struct keyset {
