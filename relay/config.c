@@ -106,8 +106,10 @@ static int conf_check_relayhost(const char *, char *, size_t);
 static int conf_check_addr(const char *, char *, size_t);
 static int conf_check_header(const char *, char *, size_t);
 static int conf_check_path(const char *, char *, size_t);
+static int conf_check_resolvers(const char *, char *, size_t);
+static int conf_check_helo_name(const char *, char *, size_t);
 static const struct conf_custom conf_listen_ops, conf_bare_ops,
-    conf_dkim_sign_ops, conf_canon_ops, conf_log_level_ops;
+    conf_dkim_sign_ops, conf_canon_ops, conf_log_level_ops, conf_tls_level_ops;
 
 /* One row per type; the setting's name is its field's name. */
 #define OFF(f) offsetof(struct relay_config, f)
@@ -174,6 +176,20 @@ static const struct conf_setting conf_table[] = {
 	    &conf_canon_ops),
 	C_LIST(dkim_signed_headers, dkim_default_headers, CF_COLON,
 	    conf_check_header),
+	/* delivery */
+	C_LIST(dns_resolvers, "", CF_EMPTY, conf_check_resolvers),
+	C_CUSTOM("smtp_tls_security_level", "may", 0, &conf_tls_level_ops),
+	C_STR(smtp_helo_name, "$myhostname", 0, conf_check_helo_name),
+	C_TIME(minimal_backoff_time, "300s", 1, 30 * 86400),
+	C_TIME(maximal_backoff_time, "4000s", 1, 30 * 86400),
+	C_TIME(maximal_queue_lifetime, "5d", 0, 100 * 86400),
+	C_TIME(bounce_queue_lifetime, "5d", 0, 100 * 86400),
+	C_UINT(default_destination_concurrency_limit, "20", 1, 10000, 0),
+	C_UINT(smtp_connection_limit, "100", 1, 100000, 0),
+	C_TIME(smtp_connect_timeout, "30s", 1, 3600),
+	C_TIME(smtp_helo_timeout, "300s", 1, 3600),
+	C_TIME(smtp_data_done_timeout, "600s", 1, 3600),
+	C_TIME(smtp_connection_cache_time_limit, "2s", 0, 3600),
 	/* logging */
 	C_CUSTOM("log_level", "info", 0, &conf_log_level_ops),
 };
@@ -634,44 +650,122 @@ conf_check_netlist(const char *v, char *err, size_t errlen)
 	return 0;
 }
 
-/* relayhost: host, host:port, [host] or [host]:port, as in Postfix. */
-static int
-conf_check_relayhost(const char *v, char *err, size_t errlen)
+/*
+ * relay_relayhost_parse - host, host:port, [host] or [host]:port, as in
+ * Postfix: brackets mean "this host, no MX lookup" (and allow an IPv6 or
+ * IPv4 literal inside).
+ */
+int
+relay_relayhost_parse(const char *v, char *host, size_t hostlen,
+    unsigned *port, int *mx)
 {
-	char host[256], *end;
+	char h[256], *end;
 	const char *p = v, *hend;
-	unsigned long port;
+	unsigned long n = 25;
 	struct in6_addr a6;
+	struct in_addr a4;
 	int bracket = 0;
 
-	if (*v == '\0')
-		return 0;
 	if (*p == '[') {
 		bracket = 1;
 		if ((hend = strchr(++p, ']')) == NULL)
-			goto bad;
+			return -EINVAL;
 	} else if ((hend = strchr(p, ':')) == NULL)
 		hend = p + strlen(p);
-	if ((size_t)(hend - p) >= sizeof(host) || hend == p)
-		goto bad;
-	memcpy(host, p, (size_t)(hend - p));
-	host[hend - p] = '\0';
-	if (!conf_is_hostname(host, 0) && !(bracket &&
-	    inet_pton(AF_INET6, host, &a6) == 1))
-		goto bad;
+	if ((size_t)(hend - p) >= sizeof(h) || hend == p)
+		return -EINVAL;
+	memcpy(h, p, (size_t)(hend - p));
+	h[hend - p] = '\0';
+	if (!conf_is_hostname(h, 0) && !(bracket &&
+	    (inet_pton(AF_INET6, h, &a6) == 1 ||
+	    inet_pton(AF_INET, h, &a4) == 1)))
+		return -EINVAL;
 	p = hend + bracket;
-	if (*p == '\0')
-		return 0;
-	if (*p != ':' || !isdigit((unsigned char)p[1]))
-		goto bad;
-	errno = 0;
-	port = strtoul(p + 1, &end, 10);
-	if (*end != '\0' || errno != 0 || port == 0 || port > 65535)
-		goto bad;
+	if (*p != '\0') {
+		if (*p != ':' || !isdigit((unsigned char)p[1]))
+			return -EINVAL;
+		errno = 0;
+		n = strtoul(p + 1, &end, 10);
+		if (*end != '\0' || errno != 0 || n == 0 || n > 65535)
+			return -EINVAL;
+	}
+	if (host != NULL) {
+		if (strlen(h) >= hostlen)
+			return -EINVAL;
+		memcpy(host, h, strlen(h) + 1);
+	}
+	if (port != NULL)
+		*port = (unsigned)n;
+	if (mx != NULL)
+		*mx = !bracket;
 	return 0;
-bad:
+}
+
+/* relayhost: empty, or what relay_relayhost_parse takes. */
+static int
+conf_check_relayhost(const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0' || relay_relayhost_parse(v, NULL, 0, NULL, NULL) == 0)
+		return 0;
 	return conf_seterr(err, errlen, "\"%s\" is not host, host:port, [host] "
 	    "or [host]:port", v);
+}
+
+int
+relay_resolver_parse(const char *s, struct sockaddr_storage *ss)
+{
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	char buf[INET6_ADDRSTRLEN + 16];
+
+	memset(ss, 0, sizeof(*ss));
+	/* A bare IPv6 address, or an address without a port: port 53. */
+	if (inet_pton(AF_INET6, s, &sin6->sin6_addr) == 1) {
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons(53);
+		return 0;
+	}
+	if (inet_pton(AF_INET, s, &sin->sin_addr) == 1) {
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(53);
+		return 0;
+	}
+	if (s[0] == '[' && strchr(s, ']') != NULL &&
+	    strchr(s, ']')[1] == '\0') {
+		if (snprintf(buf, sizeof(buf), "%s:53", s) >= (int)sizeof(buf))
+			return -EINVAL;
+		return relay_addr_parse(buf, ss);
+	}
+	return relay_addr_parse(s, ss);
+}
+
+/* dns_resolvers items: ADDR or ADDR:PORT, IPv6 in brackets with a port. */
+static int
+conf_check_resolvers(const char *v, char *err, size_t errlen)
+{
+	struct sockaddr_storage ss;
+	char **w;
+	size_t n, i;
+	int rc = 0;
+
+	w = conf_words(v, ",", &n);
+	for (i = 0; i < n && rc == 0; i++)
+		if (relay_resolver_parse(w[i], &ss) != 0)
+			rc = conf_seterr(err, errlen, "\"%s\" is not ADDRESS or "
+			    "ADDRESS:PORT (IPv6 in brackets when a port is "
+			    "given)", w[i]);
+	conf_words_free(w, n);
+	return rc;
+}
+
+/* smtp_helo_name: $myhostname or a host name. */
+static int
+conf_check_helo_name(const char *v, char *err, size_t errlen)
+{
+	if (strcmp(v, "$myhostname") == 0 || conf_is_hostname(v, 0))
+		return 0;
+	return conf_seterr(err, errlen, "\"%s\" is not a host name or "
+	    "$myhostname", v);
 }
 
 static int
@@ -920,6 +1014,11 @@ static const struct conf_enum conf_bare_names[] = {
 	{ "no", SMTP_BARE_ALLOW }, { NULL, 0 },
 };
 
+static const struct conf_enum conf_tls_level_names[] = {
+	{ "none", RELAY_TLS_NONE }, { "may", RELAY_TLS_MAY },
+	{ "encrypt", RELAY_TLS_ENCRYPT }, { NULL, 0 },
+};
+
 static const struct conf_enum conf_level_names[] = {
 	{ "error", LOG_ERR }, { "warning", LOG_WARNING },
 	{ "notice", LOG_NOTICE }, { "info", LOG_INFO }, { "debug", LOG_DEBUG },
@@ -992,6 +1091,26 @@ conf_log_level_print(const struct relay_config *cfg, const char *name, FILE *fp)
 
 static const struct conf_custom conf_log_level_ops = {
 	conf_log_level_parse, NULL, conf_log_level_print,
+};
+
+static int
+conf_tls_level_parse(struct relay_config *cfg, const char *value,
+    unsigned line, char *err, size_t errlen)
+{
+	return conf_enum_parse(conf_tls_level_names, value,
+	    &cfg->smtp_tls_security_level, err, errlen);
+}
+
+static void
+conf_tls_level_print(const struct relay_config *cfg, const char *name,
+    FILE *fp)
+{
+	fprintf(fp, "%s = %s\n", name, conf_enum_name(conf_tls_level_names,
+	    cfg->smtp_tls_security_level));
+}
+
+static const struct conf_custom conf_tls_level_ops = {
+	conf_tls_level_parse, NULL, conf_tls_level_print,
 };
 
 static int
@@ -1398,6 +1517,14 @@ conf_finish(struct conf_ctx *x, struct relay_config *cfg)
 		conf_error(x, conf_line_of(cfg, "dkim_signed_headers"),
 		    "dkim_signed_headers: must include From (RFC 6376 5.4)");
 	cfg->dkim_headers = conf_list_join(&cfg->dkim_signed_headers, ":");
+	if (cfg->minimal_backoff_time > cfg->maximal_backoff_time)
+		conf_error(x, conf_line_of(cfg, conf_line_of(cfg,
+		    "minimal_backoff_time") > 0 ? "minimal_backoff_time" :
+		    "maximal_backoff_time"), "minimal_backoff_time (%us) must "
+		    "not exceed maximal_backoff_time (%us)",
+		    cfg->minimal_backoff_time, cfg->maximal_backoff_time);
+	cfg->helo_name = relay_xstrdup(strcmp(cfg->smtp_helo_name,
+	    "$myhostname") == 0 ? cfg->myhostname : cfg->smtp_helo_name);
 
 	s = conf_list_join(&cfg->mynetworks, " ");
 	if (smtp_netlist_parse(s, &cfg->mynetworks_nl, reason,
@@ -1464,6 +1591,7 @@ relay_config_free(struct relay_config *cfg)
 	smtp_netlist_free(cfg->proxy_trusted_nl);
 	smtp_authdb_free(cfg->authdb);
 	free(cfg->dkim_headers);
+	free(cfg->helo_name);
 	free(cfg->file);
 	memset(cfg, 0, sizeof(*cfg));
 }
@@ -1685,6 +1813,24 @@ relay_config_to_queue(const struct relay_config *cfg, struct queue_config *out)
 	out->spool_dir = cfg->spool_dir;
 	out->commit_window_us = cfg->spool_commit_window;
 	out->max_batch = cfg->spool_commit_batch;
+	out->event = relay_metrics_queue_event;
+	out->log = relay_log_hook;
+	out->arg = NULL;
+}
+
+void
+relay_config_to_sched(const struct relay_config *cfg,
+    struct queue_sched_config *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->spool_dir = cfg->spool_dir;
+	out->minimal_backoff_time = cfg->minimal_backoff_time;
+	out->maximal_backoff_time = cfg->maximal_backoff_time;
+	out->maximal_queue_lifetime = cfg->maximal_queue_lifetime;
+	out->bounce_queue_lifetime = cfg->bounce_queue_lifetime;
+	out->destination_concurrency =
+	    cfg->default_destination_concurrency_limit;
+	out->max_jobs = cfg->smtp_connection_limit;
 	out->event = relay_metrics_queue_event;
 	out->log = relay_log_hook;
 	out->arg = NULL;

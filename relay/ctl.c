@@ -1,9 +1,13 @@
 /*
  * ctl.c - bin/signetctl, the operator's command-line tool.  Commands are
- * "signetctl GROUP COMMAND [options]", dispatched from ctl_cmds[]; today
- * the only group is dkim (keygen, sign, verify), which drives the DKIM
+ * "signetctl [-c CONFIG] GROUP COMMAND [options]", dispatched from
+ * ctl_cmds[].  The dkim group (keygen, sign, verify) drives the DKIM
  * engine in dkim/ exactly as the relay does, so the tool doubles as a way
- * to check the engine against other implementations.
+ * to check the engine against other implementations.  The queue group
+ * (list, show, flush, hold, release, delete) talks HTTP/1.1 to a running
+ * node's admin server, at the admin_listen of CONFIG (or of the built-in
+ * default), and prints its JSON answers as tables, or as they are with
+ * `queue list --json`.
  *
  * Messages may have LF or CRLF line ends: input is read in chunks and each
  * bare LF becomes CRLF on the way (a CR ending one chunk is remembered for
@@ -11,6 +15,7 @@
  * "signetctl: ..." line on stderr; usage errors exit 2, and so does every
  * sign and keygen failure; verify exits 1 when the message does not pass.
  */
+#include <arpa/inet.h>
 #include <arpa/nameser.h>
 #include <ctype.h>
 #include <errno.h>
@@ -18,11 +23,13 @@
 #include <getopt.h>
 #include <limits.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <resolv.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -45,6 +52,12 @@ struct ctl_cmd {
 static int ctl_dkim_keygen(int, char **);
 static int ctl_dkim_sign(int, char **);
 static int ctl_dkim_verify(int, char **);
+static int ctl_queue_list(int, char **);
+static int ctl_queue_show(int, char **);
+static int ctl_queue_flush(int, char **);
+static int ctl_queue_hold(int, char **);
+static int ctl_queue_release(int, char **);
+static int ctl_queue_delete(int, char **);
 
 static const struct ctl_cmd ctl_cmds[] = {
 	{ "dkim", "keygen", ctl_dkim_keygen,
@@ -54,7 +67,16 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "\t\t[-c HEADER/BODY] [-H FIELD:FIELD...] [-t UNIXTIME] "
 	    "[-x SECONDS] [FILE]" },
 	{ "dkim", "verify", ctl_dkim_verify, "[--keys DIR] [FILE]" },
+	{ "queue", "list", ctl_queue_list, "[--json]" },
+	{ "queue", "show", ctl_queue_show, "ID" },
+	{ "queue", "flush", ctl_queue_flush, "[ID]" },
+	{ "queue", "hold", ctl_queue_hold, "ID" },
+	{ "queue", "release", ctl_queue_release, "ID" },
+	{ "queue", "delete", ctl_queue_delete, "ID" },
 };
+
+/* -c CONFIG: where the queue commands find admin_listen (NULL: default). */
+static const char *ctl_config;
 
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -88,7 +110,8 @@ ctl_usage(void)
 {
 	size_t i;
 
-	fprintf(stderr, "usage: signetctl GROUP COMMAND [options]\n");
+	fprintf(stderr, "usage: signetctl [-c CONFIG] GROUP COMMAND "
+	    "[options]\n");
 	for (i = 0; i < CTL_NCMDS; i++)
 		fprintf(stderr, "       signetctl %s %s %s\n", ctl_cmds[i].group,
 		    ctl_cmds[i].name, ctl_cmds[i].usage);
@@ -881,6 +904,543 @@ fail:
 	return rc;
 }
 
+/* ---- queue: the admin server's /queue requests ------------------------------ */
+
+#define CTL_HTTP_MAX (64 * 1024 * 1024)   /* largest answer taken */
+
+/* A parsed JSON value (only what the admin server writes). */
+enum ctl_json_type { CJ_NULL, CJ_BOOL, CJ_NUM, CJ_STR, CJ_ARR, CJ_OBJ };
+
+struct ctl_json {
+	enum ctl_json_type type;
+	double num;                  /* CJ_NUM, CJ_BOOL */
+	char *str;                   /* CJ_STR */
+	size_t n;                    /* CJ_ARR, CJ_OBJ: members */
+	char **keys;                 /* CJ_OBJ */
+	struct ctl_json *v;
+};
+
+static void
+ctl_json_free(struct ctl_json *j)
+{
+	size_t i;
+
+	if (j == NULL)
+		return;
+	for (i = 0; i < j->n; i++) {
+		ctl_json_free(&j->v[i]);
+		if (j->keys != NULL)
+			free(j->keys[i]);
+	}
+	free(j->v);
+	free(j->keys);
+	free(j->str);
+}
+
+static void
+ctl_json_ws(const char **p)
+{
+	while (**p == ' ' || **p == '\n' || **p == '\r' || **p == '\t')
+		(*p)++;
+}
+
+/* ctl_json_string - a JSON string at *p (after the quote); NULL if bad. */
+static char *
+ctl_json_string(const char **p)
+{
+	const char *s = *p;
+	char *out = malloc(strlen(s) + 1), *o = out;
+	unsigned u;
+
+	if (out == NULL)
+		return NULL;
+	while (*s != '"') {
+		if (*s == '\0')
+			goto bad;
+		if (*s != '\\') {
+			*o++ = *s++;
+			continue;
+		}
+		s++;
+		switch (*s) {
+		case 'n': *o++ = '\n'; break;
+		case 't': *o++ = '\t'; break;
+		case 'r': *o++ = '\r'; break;
+		case 'b': *o++ = '\b'; break;
+		case 'f': *o++ = '\f'; break;
+		case 'u':
+			if (sscanf(s + 1, "%4x", &u) != 1)
+				goto bad;
+			/* the server escapes only control characters */
+			*o++ = u < 0x80 ? (char)u : '?';
+			s += 4;
+			break;
+		case '\0':
+			goto bad;
+		default:
+			*o++ = *s;
+		}
+		s++;
+	}
+	*o = '\0';
+	*p = s + 1;
+	return out;
+bad:
+	free(out);
+	return NULL;
+}
+
+/* ctl_json_parse - one value at *p into j; 0 or -1. */
+static int
+ctl_json_parse(const char **p, struct ctl_json *j, int depth)
+{
+	char *end;
+	int obj;
+
+	memset(j, 0, sizeof(*j));
+	ctl_json_ws(p);
+	if (depth > 16)
+		return -1;
+	if (**p == '"') {
+		(*p)++;
+		j->type = CJ_STR;
+		return (j->str = ctl_json_string(p)) != NULL ? 0 : -1;
+	}
+	if (**p == '{' || **p == '[') {
+		obj = **p == '{';
+		j->type = obj ? CJ_OBJ : CJ_ARR;
+		(*p)++;
+		ctl_json_ws(p);
+		if (**p == (obj ? '}' : ']')) {
+			(*p)++;
+			return 0;
+		}
+		for (;;) {
+			j->v = realloc(j->v, (j->n + 1) * sizeof(*j->v));
+			if (obj)
+				j->keys = realloc(j->keys, (j->n + 1) *
+				    sizeof(*j->keys));
+			if (j->v == NULL || (obj && j->keys == NULL))
+				return -1;
+			if (obj) {
+				ctl_json_ws(p);
+				if (**p != '"')
+					return -1;
+				(*p)++;
+				if ((j->keys[j->n] = ctl_json_string(p)) == NULL)
+					return -1;
+				ctl_json_ws(p);
+				if (*(*p)++ != ':') {
+					free(j->keys[j->n]);
+					return -1;
+				}
+			}
+			if (ctl_json_parse(p, &j->v[j->n], depth + 1) != 0) {
+				j->n++;
+				return -1;
+			}
+			j->n++;
+			ctl_json_ws(p);
+			if (**p == ',') {
+				(*p)++;
+				continue;
+			}
+			if (*(*p)++ != (obj ? '}' : ']'))
+				return -1;
+			return 0;
+		}
+	}
+	if (strncmp(*p, "true", 4) == 0 || strncmp(*p, "false", 5) == 0) {
+		j->type = CJ_BOOL;
+		j->num = **p == 't';
+		*p += **p == 't' ? 4 : 5;
+		return 0;
+	}
+	if (strncmp(*p, "null", 4) == 0) {
+		*p += 4;
+		return 0;
+	}
+	j->type = CJ_NUM;
+	j->num = strtod(*p, &end);
+	if (end == *p)
+		return -1;
+	*p = end;
+	return 0;
+}
+
+/* ctl_json_get - member key of object j, or NULL. */
+static const struct ctl_json *
+ctl_json_get(const struct ctl_json *j, const char *key)
+{
+	size_t i;
+
+	if (j == NULL || j->type != CJ_OBJ)
+		return NULL;
+	for (i = 0; i < j->n; i++)
+		if (strcmp(j->keys[i], key) == 0)
+			return &j->v[i];
+	return NULL;
+}
+
+static const char *
+ctl_json_str(const struct ctl_json *j, const char *key)
+{
+	const struct ctl_json *v = ctl_json_get(j, key);
+
+	return v != NULL && v->type == CJ_STR ? v->str : NULL;
+}
+
+static double
+ctl_json_num(const struct ctl_json *j, const char *key)
+{
+	const struct ctl_json *v = ctl_json_get(j, key);
+
+	return v != NULL && (v->type == CJ_NUM || v->type == CJ_BOOL) ?
+	    v->num : 0;
+}
+
+/* ctl_admin_addr - where to connect: admin_listen of -c CONFIG. */
+static int
+ctl_admin_addr(char *addr, size_t len, struct sockaddr_storage *ss)
+{
+	struct relay_config cfg;
+	struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+	int rc;
+
+	if (ctl_config != NULL)
+		rc = relay_config_load(ctl_config, &cfg, NULL, NULL);
+	else
+		rc = relay_config_default(&cfg);
+	if (rc != 0) {
+		ctl_err("%s: configuration has errors", ctl_config != NULL ?
+		    ctl_config : "(default)");
+		relay_config_free(&cfg);
+		return -1;
+	}
+	snprintf(addr, len, "%s", cfg.admin_listen);
+	relay_config_free(&cfg);
+	if (addr[0] == '\0') {
+		ctl_err("admin_listen is empty in %s: no way to reach the node",
+		    ctl_config != NULL ? ctl_config : "(default)");
+		return -1;
+	}
+	if (relay_addr_parse(addr, ss) != 0) {
+		ctl_err("admin_listen: \"%s\" is not ADDRESS:PORT", addr);
+		return -1;
+	}
+	/* A wildcard listener is reached on loopback. */
+	if (ss->ss_family == AF_INET && sin->sin_addr.s_addr == INADDR_ANY)
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (ss->ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))
+		sin6->sin6_addr = in6addr_loopback;
+	return 0;
+}
+
+/*
+ * ctl_http - one request to the admin server; the status in *status and
+ * the body (NUL-terminated, malloc'd) in *body.  0; or CTL_EXIT_FAIL after
+ * reporting (no node running, I/O error, bad answer).
+ */
+static int
+ctl_http(const char *method, const char *path, int *status, char **body)
+{
+	struct sockaddr_storage ss;
+	struct ctl_buf b = { 0 };
+	char addr[128], req[512], chunk[8192], *hend;
+	ssize_t n;
+	size_t off;
+	int fd = -1, rc = CTL_EXIT_FAIL;
+
+	*body = NULL;
+	if (ctl_admin_addr(addr, sizeof(addr), &ss) != 0)
+		return CTL_EXIT_FAIL;
+	if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1 ||
+	    connect(fd, (struct sockaddr *)&ss, ss.ss_family == AF_INET ?
+	    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6)) != 0) {
+		if (errno == ECONNREFUSED)
+			ctl_err("no signet node is running at %s "
+			    "(admin_listen)", addr);
+		else
+			ctl_err("%s: %s", addr, strerror(errno));
+		goto fail;
+	}
+	n = snprintf(req, sizeof(req), "%s %s HTTP/1.1\r\nHost: %s\r\n"
+	    "Content-Length: 0\r\nConnection: close\r\n\r\n", method, path,
+	    addr);
+	for (off = 0; off < (size_t)n; ) {
+		ssize_t w = write(fd, req + off, (size_t)n - off);
+
+		if (w == -1 && errno == EINTR)
+			continue;
+		if (w == -1) {
+			ctl_err("%s: %s", addr, strerror(errno));
+			goto fail;
+		}
+		off += (size_t)w;
+	}
+	for (;;) {
+		n = read(fd, chunk, sizeof(chunk));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1) {
+			ctl_err("%s: %s", addr, strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		if (b.len + (size_t)n > CTL_HTTP_MAX ||
+		    ctl_buf_add(&b, chunk, (size_t)n) != 0) {
+			ctl_err("%s: answer too large", addr);
+			goto fail;
+		}
+	}
+	if (ctl_buf_add(&b, "", 1) != 0 ||
+	    sscanf(b.p, "HTTP/1.%*d %d", status) != 1 ||
+	    (hend = strstr(b.p, "\r\n\r\n")) == NULL) {
+		ctl_err("%s: not an HTTP answer", addr);
+		goto fail;
+	}
+	*body = strdup(hend + 4);
+	rc = *body != NULL ? 0 : CTL_EXIT_FAIL;
+fail:
+	if (fd != -1)
+		close(fd);
+	free(b.p);
+	return rc;
+}
+
+/*
+ * ctl_queue_call - a request whose answer is JSON: 0 with *j filled on
+ * 200, else CTL_EXIT_FAIL after printing the server's error.
+ */
+static int
+ctl_queue_call(const char *method, const char *path, struct ctl_json *j,
+    char **raw)
+{
+	const char *p;
+	char *body = NULL;
+	int status = 0, rc;
+
+	memset(j, 0, sizeof(*j));
+	if ((rc = ctl_http(method, path, &status, &body)) != 0)
+		return rc;
+	p = body;
+	if (ctl_json_parse(&p, j, 0) != 0) {
+		ctl_json_free(j);
+		memset(j, 0, sizeof(*j));
+		if (status == 200) {
+			ctl_err("%s %s: bad JSON in the answer", method, path);
+			free(body);
+			return CTL_EXIT_FAIL;
+		}
+	}
+	if (status != 200) {
+		ctl_err("%s: %s", path + 1, ctl_json_str(j, "error") != NULL ?
+		    ctl_json_str(j, "error") : body);
+		ctl_json_free(j);
+		free(body);
+		return CTL_EXIT_FAIL;
+	}
+	if (raw != NULL)
+		*raw = body;
+	else
+		free(body);
+	return 0;
+}
+
+/* ctl_time - a Unix time as "Fri Jan  2 03:04:05" (local time). */
+static const char *
+ctl_time(double t, char *buf, size_t len)
+{
+	time_t tt = (time_t)t;
+	struct tm tm;
+
+	if (t <= 0 || localtime_r(&tt, &tm) == NULL ||
+	    strftime(buf, len, "%a %b %e %H:%M:%S", &tm) == 0)
+		snprintf(buf, len, "-");
+	return buf;
+}
+
+/* ctl_id_arg - the one ID argument of a queue command, or NULL (reported). */
+static const char *
+ctl_id_arg(const char *cmd, int argc, char **argv, int optional)
+{
+	if (argc == 1 && optional)
+		return NULL;
+	if (argc != 2) {
+		ctl_err("queue %s: %s", cmd, argc < 2 ? "missing ID" :
+		    "too many arguments");
+		return NULL;
+	}
+	return argv[1];
+}
+
+static int
+ctl_queue_list(int argc, char **argv)
+{
+	const struct ctl_json *msgs, *m, *rcpt, *r;
+	struct ctl_json j;
+	char *raw = NULL, t[64];
+	const char *sender, *why;
+	double total = 0;
+	size_t i, k;
+	int json = 0, rc;
+
+	for (i = 1; i < (size_t)argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = 1;
+		else {
+			ctl_err("queue list: unknown argument %s", argv[i]);
+			return CTL_EXIT_USAGE;
+		}
+	}
+	if ((rc = ctl_queue_call("GET", json ? "/queue" : "/queue?rcpt=1",
+	    &j, &raw)) != 0)
+		return rc;
+	if (json) {
+		fputs(raw, stdout);
+		goto done;
+	}
+	msgs = ctl_json_get(&j, "messages");
+	if (msgs == NULL || msgs->type != CJ_ARR || msgs->n == 0) {
+		printf("Mail queue is empty\n");
+		goto done;
+	}
+	/* After Postfix's mailq: '!' marks a message on hold. */
+	printf("%-19s %8s %-20s %s\n", "-Queue ID-", "--Size--",
+	    "----Arrival Time----", "-Sender/Recipient-------");
+	for (i = 0; i < msgs->n; i++) {
+		m = &msgs->v[i];
+		sender = ctl_json_str(m, "sender");
+		total += ctl_json_num(m, "size");
+		printf("%s%c %8.0f %-20s %s\n", ctl_json_str(m, "id") != NULL ?
+		    ctl_json_str(m, "id") : "?", ctl_json_num(m, "held") ?
+		    '!' : ' ', ctl_json_num(m, "size"),
+		    ctl_time(ctl_json_num(m, "arrival"), t, sizeof(t)),
+		    sender != NULL && *sender != '\0' ? sender :
+		    "MAILER-DAEMON");
+		rcpt = ctl_json_get(m, "rcpt");
+		for (k = 0; rcpt != NULL && rcpt->type == CJ_ARR &&
+		    k < rcpt->n; k++) {
+			r = &rcpt->v[k];
+			if ((why = ctl_json_str(r, "reason")) != NULL)
+				printf("%50s(%s)\n", "", why);
+			printf("%50s%s\n", "", ctl_json_str(r, "addr") != NULL ?
+			    ctl_json_str(r, "addr") : "?");
+		}
+		printf("\n");
+	}
+	printf("-- %.0f Kbytes in %zu Request%s.\n", (total + 1023) / 1024,
+	    msgs->n, msgs->n == 1 ? "" : "s");
+done:
+	ctl_json_free(&j);
+	free(raw);
+	return fflush(stdout) == 0 ? 0 : CTL_EXIT_FAIL;
+}
+
+static int
+ctl_queue_show(int argc, char **argv)
+{
+	const struct ctl_json *rcpt, *r;
+	const char *id = ctl_id_arg("show", argc, argv, 0), *s;
+	struct ctl_json j;
+	char path[128], t[64];
+	size_t k;
+	int rc;
+
+	if (id == NULL)
+		return CTL_EXIT_USAGE;
+	snprintf(path, sizeof(path), "/queue/%s", id);
+	if ((rc = ctl_queue_call("GET", path, &j, NULL)) != 0)
+		return rc;
+	s = ctl_json_str(&j, "sender");
+	printf("id: %s%s\n", id, ctl_json_num(&j, "held") ? " (on hold)" : "");
+	printf("arrival: %s\n", ctl_time(ctl_json_num(&j, "arrival"), t,
+	    sizeof(t)));
+	printf("size: %.0f\n", ctl_json_num(&j, "size"));
+	printf("sender: <%s>\n", s != NULL ? s : "");
+	if ((s = ctl_json_str(&j, "envid")) != NULL)
+		printf("envid: %s\n", s);
+	if ((s = ctl_json_str(&j, "ret")) != NULL && *s != '\0')
+		printf("ret: %s\n", s);
+	if ((s = ctl_json_str(&j, "client")) != NULL && *s != '\0')
+		printf("client: %s (%s)\n", s, ctl_json_str(&j, "helo") ?
+		    ctl_json_str(&j, "helo") : "");
+	printf("signed: %s\n", ctl_json_num(&j, "signed") ? "yes" : "no");
+	printf("recipients: %.0f, pending %.0f\n",
+	    ctl_json_num(&j, "recipients"), ctl_json_num(&j, "pending"));
+	rcpt = ctl_json_get(&j, "rcpt");
+	for (k = 0; rcpt != NULL && rcpt->type == CJ_ARR && k < rcpt->n; k++) {
+		r = &rcpt->v[k];
+		printf("  <%s> %s, %.0f attempt%s", ctl_json_str(r, "addr") ?
+		    ctl_json_str(r, "addr") : "?", ctl_json_str(r, "state") ?
+		    ctl_json_str(r, "state") : "?", ctl_json_num(r, "attempts"),
+		    ctl_json_num(r, "attempts") == 1 ? "" : "s");
+		if (ctl_json_num(r, "last_try") > 0)
+			printf(", last %s", ctl_time(ctl_json_num(r,
+			    "last_try"), t, sizeof(t)));
+		if (ctl_json_str(r, "state") != NULL &&
+		    strcmp(ctl_json_str(r, "state"), "pending") == 0 &&
+		    ctl_json_num(r, "next_try") > 0)
+			printf(", next %s", ctl_time(ctl_json_num(r,
+			    "next_try"), t, sizeof(t)));
+		printf("\n");
+		if ((s = ctl_json_str(r, "orcpt")) != NULL)
+			printf("    orcpt: %s\n", s);
+		if ((s = ctl_json_str(r, "reason")) != NULL)
+			printf("    reason: %s\n", s);
+	}
+	ctl_json_free(&j);
+	return fflush(stdout) == 0 ? 0 : CTL_EXIT_FAIL;
+}
+
+/* ctl_queue_act - POST /queue[/ID]/ACTION. */
+static int
+ctl_queue_act(const char *action, int argc, char **argv, int optional)
+{
+	const char *id = ctl_id_arg(action, argc, argv, optional);
+	struct ctl_json j;
+	char path[128];
+	int rc;
+
+	if (id == NULL && (!optional || argc != 1))
+		return CTL_EXIT_USAGE;
+	if (id != NULL)
+		snprintf(path, sizeof(path), "/queue/%s/%s", id, action);
+	else
+		snprintf(path, sizeof(path), "/queue/%s", action);
+	if ((rc = ctl_queue_call("POST", path, &j, NULL)) != 0)
+		return rc;
+	ctl_json_free(&j);
+	return 0;
+}
+
+static int
+ctl_queue_flush(int argc, char **argv)
+{
+	return ctl_queue_act("flush", argc, argv, 1);
+}
+
+static int
+ctl_queue_hold(int argc, char **argv)
+{
+	return ctl_queue_act("hold", argc, argv, 0);
+}
+
+static int
+ctl_queue_release(int argc, char **argv)
+{
+	return ctl_queue_act("release", argc, argv, 0);
+}
+
+static int
+ctl_queue_delete(int argc, char **argv)
+{
+	return ctl_queue_act("delete", argc, argv, 0);
+}
+
 /* ---- dispatch -------------------------------------------------------------- */
 
 int
@@ -899,6 +1459,16 @@ main(int argc, char **argv)
 			dkim_simd_set(DKIM_SIMD_AVX2);
 	}
 
+	if (argc >= 3 && strcmp(argv[1], "-c") == 0) {
+		ctl_config = argv[2];
+		argc -= 2;
+		argv += 2;
+	} else if (argc >= 2 && strncmp(argv[1], "-c", 2) == 0 &&
+	    argv[1][2] != '\0') {
+		ctl_config = argv[1] + 2;
+		argc--;
+		argv++;
+	}
 	if (argc < 2 || strcmp(argv[1], "help") == 0 ||
 	    strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
 		return ctl_usage();

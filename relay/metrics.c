@@ -17,7 +17,9 @@
  * The HTTP server reads one request (at most ADMIN_REQ_MAX bytes, within
  * ADMIN_TIMEOUT_MS), answers it with Connection: close and closes.
  */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -74,6 +76,10 @@ static const double metrics_fsync_bounds[] = {
 	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 	0.25, 0.5, 1,
 };
+static const double metrics_delivery_bounds[] = {
+	0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 86400,
+	5 * 86400,
+};
 static const double metrics_batch_bounds[] = {
 	1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024,
 };
@@ -83,6 +89,11 @@ static const double metrics_batch_bounds[] = {
 static _Atomic int64_t m_conn_current, m_queue_messages;
 static _Atomic uint64_t m_conn_total, m_accepted, m_bytes_in, m_write_errors;
 static _Atomic uint64_t m_start_time_ms;
+/* delivery (issue 4) */
+static _Atomic uint64_t m_deliv_sent, m_deliv_deferred, m_deliv_bounced;
+static _Atomic uint64_t m_cache_hits, m_mark_errors;
+static _Atomic int64_t m_q_active, m_q_deferred, m_q_held, m_q_oldest;
+static _Atomic int64_t m_outbound;
 
 static struct metrics_vec m_rejected = {
 	"signet_messages_rejected_total",
@@ -111,6 +122,12 @@ static struct metrics_hist m_fsync_seconds = {
 	"Seconds one spool group commit took (fsyncs, renames, directory "
 	"fsync).",
 	metrics_fsync_bounds, NB(metrics_fsync_bounds), { 0 }, 0,
+};
+static struct metrics_hist m_delivery_seconds = {
+	"signet_delivery_seconds",
+	"Seconds from a message's arrival until it left the queue, every "
+	"recipient delivered or bounced.",
+	metrics_delivery_bounds, NB(metrics_delivery_bounds), { 0 }, 0,
 };
 static struct metrics_hist m_fsync_batch = {
 	"signet_spool_messages_per_fsync",
@@ -306,7 +323,68 @@ relay_metrics_queue_event(void *arg, enum queue_event ev, double value)
 	case QUEUE_EV_WRITE_ERROR:
 		atomic_fetch_add(&m_write_errors, 1);
 		break;
+	case QUEUE_EV_RCPT_SENT:
+		relay_metrics_delivery(QUEUE_OUT_SENT, metrics_u64(value));
+		break;
+	case QUEUE_EV_RCPT_DEFERRED:
+		relay_metrics_delivery(QUEUE_OUT_DEFERRED, metrics_u64(value));
+		break;
+	case QUEUE_EV_RCPT_BOUNCED:
+		relay_metrics_delivery(QUEUE_OUT_BOUNCED, metrics_u64(value));
+		break;
+	case QUEUE_EV_MSG_DONE:
+		/* the file is gone: one message less in the spool */
+		atomic_fetch_sub(&m_queue_messages, 1);
+		relay_metrics_delivery_seconds(value);
+		break;
+	case QUEUE_EV_MARK_ERROR:
+		atomic_fetch_add(&m_mark_errors, 1);
+		break;
 	}
+}
+
+void
+relay_metrics_delivery(enum queue_outcome result, uint64_t n)
+{
+	switch (result) {
+	case QUEUE_OUT_SENT:
+		atomic_fetch_add(&m_deliv_sent, n);
+		break;
+	case QUEUE_OUT_DEFERRED:
+		atomic_fetch_add(&m_deliv_deferred, n);
+		break;
+	case QUEUE_OUT_BOUNCED:
+		atomic_fetch_add(&m_deliv_bounced, n);
+		break;
+	}
+}
+
+void
+relay_metrics_delivery_seconds(double seconds)
+{
+	metrics_hist_observe(&m_delivery_seconds, seconds < 0 ? 0 : seconds);
+}
+
+void
+relay_metrics_queue_counts(size_t active, size_t deferred, size_t held,
+    time_t oldest)
+{
+	atomic_store(&m_q_active, (int64_t)active);
+	atomic_store(&m_q_deferred, (int64_t)deferred);
+	atomic_store(&m_q_held, (int64_t)held);
+	atomic_store(&m_q_oldest, (int64_t)oldest);
+}
+
+void
+relay_metrics_outbound_connections(long delta)
+{
+	atomic_fetch_add(&m_outbound, (int64_t)delta);
+}
+
+void
+relay_metrics_connection_cache_hit(void)
+{
+	atomic_fetch_add(&m_cache_hits, 1);
 }
 
 void
@@ -491,6 +569,7 @@ relay_metrics_render(size_t *len)
 {
 	struct metrics_buf b = { 0 };
 	uint64_t start = atomic_load(&m_start_time_ms);
+	int64_t oldest;
 
 	b.cap = 8192;
 	if ((b.p = malloc(b.cap)) == NULL)
@@ -517,6 +596,35 @@ relay_metrics_render(size_t *len)
 	    "counter", atomic_load(&m_write_errors));
 	mb_i64(&b, "signet_queue_messages", "Messages in the spool.", "gauge",
 	    atomic_load(&m_queue_messages));
+	mb_head(&b, "signet_deliveries_total", "Delivery attempts by outcome, "
+	    "one per recipient (sent, deferred, bounced).", "counter");
+	mb_printf(&b, "signet_deliveries_total{result=\"bounced\"} %llu\n"
+	    "signet_deliveries_total{result=\"deferred\"} %llu\n"
+	    "signet_deliveries_total{result=\"sent\"} %llu\n",
+	    (unsigned long long)atomic_load(&m_deliv_bounced),
+	    (unsigned long long)atomic_load(&m_deliv_deferred),
+	    (unsigned long long)atomic_load(&m_deliv_sent));
+	mb_hist(&b, &m_delivery_seconds);
+	mb_i64(&b, "signet_queue_active", "Messages in the active queue "
+	    "(due or deferred, not held).", "gauge", atomic_load(&m_q_active));
+	mb_i64(&b, "signet_queue_deferred", "Messages waiting for a retry "
+	    "after a temporary failure.", "gauge", atomic_load(&m_q_deferred));
+	mb_i64(&b, "signet_queue_held", "Messages on hold (signetctl queue "
+	    "hold).", "gauge", atomic_load(&m_q_held));
+	oldest = atomic_load(&m_q_oldest);
+	mb_i64(&b, "signet_queue_oldest_age_seconds", "Age of the oldest "
+	    "message in the queue (0 when empty).", "gauge",
+	    oldest > 0 && time(NULL) > oldest ? (int64_t)time(NULL) - oldest :
+	    0);
+	mb_i64(&b, "signet_outbound_connections", "Outbound SMTP connections "
+	    "open now, idle cached ones included.", "gauge",
+	    atomic_load(&m_outbound));
+	mb_u64(&b, "signet_connection_cache_hits_total", "Deliveries that "
+	    "reused a cached outbound connection.", "counter",
+	    atomic_load(&m_cache_hits));
+	mb_u64(&b, "signet_queue_mark_errors_total", "Delivery outcomes that "
+	    "could not be recorded in the queue file.", "counter",
+	    atomic_load(&m_mark_errors));
 	mb_head(&b, "signet_build_info", "Signet's version; the value is 1.",
 	    "gauge");
 	mb_printf(&b, "signet_build_info{version=\"");
@@ -574,6 +682,8 @@ struct relay_admin {
 	int stopping;
 	void (*cb)(void *arg);
 	void *arg;
+	struct queue_sched *qs;     /* NULL: no queue requests */
+	char *spool_dir;
 };
 
 /* admin_maybe_done - once stopping and every handle is closed: cb, free. */
@@ -587,6 +697,7 @@ admin_maybe_done(struct relay_admin *a)
 		return;
 	cb = a->cb;
 	arg = a->arg;
+	free(a->spool_dir);
 	free(a);
 	if (cb != NULL)
 		cb(arg);
@@ -709,12 +820,16 @@ admin_error(struct admin_conn *c, int status, const char *reason,
 	    (size_t)n, 0);
 }
 
-/* admin_target - parse "METHOD /path HTTP/1.x"; the path without query. */
+/*
+ * admin_target - parse "METHOD /path HTTP/1.x"; the path without the
+ * query, which goes to *query (NULL: none).
+ */
 static int
-admin_target(char *line, char **method, char **target)
+admin_target(char *line, char **method, char **target, char **query)
 {
 	char *version, *q;
 
+	*query = NULL;
 	*method = line;
 	if ((*target = strchr(line, ' ')) == NULL)
 		return -1;
@@ -724,27 +839,392 @@ admin_target(char *line, char **method, char **target)
 	*version++ = '\0';
 	if (strncmp(version, "HTTP/1.", 7) != 0 || **target != '/')
 		return -1;
-	if ((q = strchr(*target, '?')) != NULL)
-		*q = '\0';
+	if ((q = strchr(*target, '?')) != NULL) {
+		*q++ = '\0';
+		*query = q;
+	}
 	return 0;
+}
+
+/* ---- the queue requests (signetctl queue) -------------------------------- */
+
+/* mb_json_str - s as a JSON string (UTF-8 passes, controls are \u00XX). */
+static void
+mb_json_str(struct metrics_buf *b, const char *s)
+{
+	mb_printf(b, "\"");
+	for (; s != NULL && *s != '\0'; s++) {
+		unsigned char ch = (unsigned char)*s;
+
+		if (ch == '"' || ch == '\\')
+			mb_printf(b, "\\%c", ch);
+		else if (ch < 0x20 || ch == 0x7f)
+			mb_printf(b, "\\u%04x", ch);
+		else
+			mb_printf(b, "%c", ch);
+	}
+	mb_printf(b, "\"");
+}
+
+/* admin_json - send b as a JSON response (or 500 if it ran out of memory). */
+static void
+admin_json(struct admin_conn *c, int status, const char *reason,
+    struct metrics_buf *b)
+{
+	if (b->oom || b->p == NULL)
+		admin_error(c, 500, "Internal Server Error", NULL);
+	else
+		admin_reply(c, status, reason, "application/json", NULL, b->p,
+		    b->len, 0);
+	free(b->p);
+}
+
+/* admin_json_error - {"error":"..."} with status. */
+static void
+admin_json_error(struct admin_conn *c, int status, const char *reason,
+    const char *msg)
+{
+	struct metrics_buf b = { 0 };
+
+	mb_printf(&b, "{\"error\":");
+	mb_json_str(&b, msg);
+	mb_printf(&b, "}\n");
+	admin_json(c, status, reason, &b);
+}
+
+/* admin_is_id - 18 upper-case hex digits (also keeps paths safe). */
+static int
+admin_is_id(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < QUEUE_ID_LEN; i++)
+		if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' &&
+		    s[i] <= 'F')))
+			return 0;
+	return s[i] == '\0';
+}
+
+/* admin_loopback - is the client on a loopback address? */
+static int
+admin_loopback(struct admin_conn *c)
+{
+	struct sockaddr_storage ss;
+	const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+	const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+	const unsigned char *a6 = sin6->sin6_addr.s6_addr;
+	int len = sizeof(ss);
+
+	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
+		return 0;
+	if (ss.ss_family == AF_INET)
+		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	if (ss.ss_family != AF_INET6)
+		return 0;
+	if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+		return 1;
+	return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) && a6[12] == 127;
+}
+
+/* The messages, gathered by queue_sched_list. */
+struct admin_list {
+	struct metrics_buf *b;
+	const char *spool_dir;
+	const char *want;           /* one id (show), or NULL: all */
+	int n;
+	int full;                   /* with recipients (from the files) */
+	struct queue_info found;    /* for show */
+	int hit;
+};
+
+static const char *
+admin_state_name(enum queue_rcpt_state st)
+{
+	switch (st) {
+	case QUEUE_RCPT_PENDING:
+		return "pending";
+	case QUEUE_RCPT_SENT:
+		return "sent";
+	case QUEUE_RCPT_BOUNCED:
+		return "bounced";
+	}
+	return "?";
+}
+
+/* admin_message_path - <spool_dir>/active/ID or hold/ID. */
+static void
+admin_message_path(const char *spool_dir, const struct queue_info *qi,
+    char *path, size_t len)
+{
+	snprintf(path, len, "%s/%s/%s", spool_dir, qi->held ? "hold" :
+	    "active", qi->id);
+}
+
+/*
+ * admin_rcpts - ,"envid":..,"recipients":[...] of one message, from its
+ * file (a blocking read on the loop: these are operator requests).
+ * 0, or -errno when the file can't be read.
+ */
+static int
+admin_rcpts(struct metrics_buf *b, const char *spool_dir,
+    const struct queue_info *qi, int pending_only)
+{
+	struct queue_rcpt_status *st = NULL;
+	struct queue_file qf;
+	char path[4096];
+	size_t i;
+	int rc, first = 1;
+
+	admin_message_path(spool_dir, qi, path, sizeof(path));
+	if ((rc = queue_file_read(path, &qf)) != 0)
+		return rc;
+	if ((rc = queue_file_status(path, qf.env.nrcpt, &st)) != 0) {
+		queue_file_free(&qf);
+		return rc;
+	}
+	if (!pending_only) {
+		mb_printf(b, ",\"envid\":");
+		if (qf.env.envid != NULL)
+			mb_json_str(b, qf.env.envid);
+		else
+			mb_printf(b, "null");
+		mb_printf(b, ",\"ret\":\"%s\",\"helo\":", qf.env.ret ==
+		    QUEUE_RET_FULL ? "full" : qf.env.ret == QUEUE_RET_HDRS ?
+		    "hdrs" : "");
+		mb_json_str(b, qf.env.helo);
+		mb_printf(b, ",\"client\":");
+		mb_json_str(b, qf.env.client_addr);
+		mb_printf(b, ",\"signed\":%s", qf.sig != NULL ? "true" :
+		    "false");
+	}
+	mb_printf(b, ",\"rcpt\":[");
+	for (i = 0; i < qf.env.nrcpt; i++) {
+		if (pending_only && st[i].state != QUEUE_RCPT_PENDING)
+			continue;
+		mb_printf(b, "%s{\"addr\":", first ? "" : ",");
+		first = 0;
+		mb_json_str(b, qf.env.rcpt[i].addr);
+		if (qf.env.rcpt[i].orcpt != NULL) {
+			mb_printf(b, ",\"orcpt\":");
+			mb_json_str(b, qf.env.rcpt[i].orcpt);
+		}
+		mb_printf(b, ",\"state\":\"%s\",\"attempts\":%u,"
+		    "\"last_try\":%lld,\"next_try\":%lld,\"reason\":",
+		    admin_state_name(st[i].state), st[i].attempts,
+		    (long long)st[i].last_try, (long long)st[i].next_try);
+		if (st[i].reason != NULL)
+			mb_json_str(b, st[i].reason);
+		else
+			mb_printf(b, "null");
+		mb_printf(b, "}");
+	}
+	mb_printf(b, "]");
+	queue_status_free(st, qf.env.nrcpt);
+	queue_file_free(&qf);
+	return 0;
+}
+
+/* admin_info - the fields of queue_info, without the braces. */
+static void
+admin_info(struct metrics_buf *b, const struct queue_info *qi)
+{
+	mb_printf(b, "\"id\":\"%s\",\"arrival\":%lld,\"size\":%llu,"
+	    "\"sender\":", qi->id, (long long)qi->arrival,
+	    (unsigned long long)qi->size);
+	mb_json_str(b, qi->sender);
+	mb_printf(b, ",\"recipients\":%zu,\"pending\":%zu,\"next_try\":%lld,"
+	    "\"held\":%s", qi->nrcpt, qi->npending, (long long)qi->next_try,
+	    qi->held ? "true" : "false");
+}
+
+/* admin_list_one - queue_sched_list callback. */
+static void
+admin_list_one(void *arg, const struct queue_info *qi)
+{
+	struct admin_list *l = arg;
+
+	if (l->want != NULL) {
+		if (strcmp(qi->id, l->want) == 0) {
+			l->found = *qi;
+			l->found.sender = NULL;   /* valid during the call only */
+			l->hit = 1;
+			mb_printf(l->b, "{");
+			admin_info(l->b, qi);
+		}
+		return;
+	}
+	mb_printf(l->b, "%s{", l->n++ ? ",\n" : "\n");
+	admin_info(l->b, qi);
+	if (l->full && admin_rcpts(l->b, l->spool_dir, qi, 1) != 0)
+		mb_printf(l->b, ",\"rcpt\":[]");
+	mb_printf(l->b, "}");
+}
+
+/* admin_queue_list - GET /queue[?rcpt=1]. */
+static void
+admin_queue_list(struct admin_conn *c, int full)
+{
+	struct metrics_buf b = { 0 };
+	struct admin_list l;
+
+	memset(&l, 0, sizeof(l));
+	l.b = &b;
+	l.spool_dir = c->a->spool_dir;
+	l.full = full;
+	mb_printf(&b, "{\"messages\":[");
+	queue_sched_list(c->a->qs, admin_list_one, &l);
+	mb_printf(&b, "%s]}\n", l.n ? "\n" : "");
+	admin_json(c, 200, "OK", &b);
+}
+
+/* admin_queue_show - GET /queue/ID. */
+static void
+admin_queue_show(struct admin_conn *c, const char *id)
+{
+	struct metrics_buf b = { 0 };
+	struct admin_list l;
+	int rc;
+
+	memset(&l, 0, sizeof(l));
+	l.b = &b;
+	l.want = id;
+	queue_sched_list(c->a->qs, admin_list_one, &l);
+	if (!l.hit) {
+		free(b.p);
+		admin_json_error(c, 404, "Not Found", "no such message");
+		return;
+	}
+	if ((rc = admin_rcpts(&b, c->a->spool_dir, &l.found, 0)) != 0) {
+		free(b.p);
+		admin_json_error(c, rc == -ENOENT ? 404 : 500, rc == -ENOENT ?
+		    "Not Found" : "Internal Server Error", rc == -ENOENT ?
+		    "no such message" : strerror(-rc));
+		return;
+	}
+	mb_printf(&b, "}\n");
+	admin_json(c, 200, "OK", &b);
+}
+
+/* admin_queue_action - POST /queue/flush, /queue/ID/ACTION. */
+static void
+admin_queue_action(struct admin_conn *c, const char *id, const char *action)
+{
+	struct queue_sched *qs = c->a->qs;
+	struct metrics_buf b = { 0 };
+	int rc;
+
+	if (strcmp(action, "flush") == 0)
+		rc = queue_sched_flush(qs, id);
+	else if (id != NULL && strcmp(action, "hold") == 0)
+		rc = queue_sched_hold(qs, id);
+	else if (id != NULL && strcmp(action, "release") == 0)
+		rc = queue_sched_release(qs, id);
+	else if (id != NULL && strcmp(action, "delete") == 0)
+		rc = queue_sched_delete(qs, id);
+	else {
+		admin_json_error(c, 404, "Not Found", "unknown action");
+		return;
+	}
+	if (rc == -ENOENT)
+		admin_json_error(c, 404, "Not Found", "no such message");
+	else if (rc == -EBUSY)
+		admin_json_error(c, 409, "Conflict", "the message is being "
+		    "delivered; try again");
+	else if (rc != 0)
+		admin_json_error(c, 500, "Internal Server Error",
+		    strerror(-rc));
+	else {
+		mb_printf(&b, "{\"ok\":true}\n");
+		admin_json(c, 200, "OK", &b);
+	}
+}
+
+/*
+ * admin_queue - the /queue requests: loopback clients only (they change
+ * the queue and show addresses), GET to read, POST to act.
+ */
+static void
+admin_queue(struct admin_conn *c, const char *method, char *target,
+    const char *query)
+{
+	char *id = NULL, *action = NULL, *p;
+	int post = strcmp(method, "POST") == 0;
+
+	if (!admin_loopback(c)) {
+		admin_json_error(c, 403, "Forbidden", "queue requests are "
+		    "taken from loopback clients only");
+		return;
+	}
+	if (c->a->qs == NULL) {
+		admin_json_error(c, 503, "Service Unavailable", "no queue "
+		    "manager is running");
+		return;
+	}
+	/* /queue, /queue/flush, /queue/ID, /queue/ID/ACTION */
+	p = target + 6;
+	if (*p == '/') {
+		*p++ = '\0';
+		if (strcmp(p, "flush") == 0)
+			action = p;
+		else {
+			id = p;
+			if ((p = strchr(p, '/')) != NULL) {
+				*p++ = '\0';
+				action = p;
+			}
+			if (!admin_is_id(id)) {
+				admin_json_error(c, 404, "Not Found",
+				    "not a queue id");
+				return;
+			}
+		}
+	} else if (*p != '\0') {
+		admin_error(c, 404, "Not Found", NULL);
+		return;
+	}
+	if (action != NULL) {
+		if (!post) {
+			admin_error(c, 405, "Method Not Allowed",
+			    "Allow: POST\r\n");
+			return;
+		}
+		admin_queue_action(c, id, action);
+		return;
+	}
+	if (strcmp(method, "GET") != 0) {
+		admin_error(c, 405, "Method Not Allowed", "Allow: GET\r\n");
+		return;
+	}
+	if (id != NULL)
+		admin_queue_show(c, id);
+	else
+		admin_queue_list(c, query != NULL &&
+		    strstr(query, "rcpt=1") != NULL);
 }
 
 /*
  * admin_request - answer the request in c->buf (complete headers, len
- * bytes).  Only the request line matters: GET or HEAD of /metrics.
+ * bytes).  Only the request line matters: GET or HEAD of /metrics, or one
+ * of the /queue requests.
  */
 static void
 admin_request(struct admin_conn *c, size_t len)
 {
-	char *eol, *method, *target, *body;
-	size_t bodylen;
+	char *eol, *method, *target, *body, *query;
+	struct relay_admin *a = c->a;
+	size_t bodylen, active, deferred, held;
+	time_t oldest;
 	int head;
 
 	c->buf[len] = '\0';
 	if ((eol = strpbrk(c->buf, "\r\n")) != NULL)
 		*eol = '\0';
-	if (admin_target(c->buf, &method, &target) != 0) {
+	if (admin_target(c->buf, &method, &target, &query) != 0) {
 		admin_error(c, 400, "Bad Request", NULL);
+		return;
+	}
+	if (strcmp(target, "/queue") == 0 || strncmp(target, "/queue/", 7) == 0) {
+		admin_queue(c, method, target, query);
 		return;
 	}
 	if (strcmp(target, "/metrics") != 0) {
@@ -756,6 +1236,10 @@ admin_request(struct admin_conn *c, size_t len)
 		admin_error(c, 405, "Method Not Allowed",
 		    "Allow: GET, HEAD\r\n");
 		return;
+	}
+	if (a->qs != NULL) {
+		queue_sched_counts(a->qs, &active, &deferred, &held, &oldest);
+		relay_metrics_queue_counts(active, deferred, held, oldest);
 	}
 	if ((body = relay_metrics_render(&bodylen)) == NULL) {
 		admin_error(c, 500, "Internal Server Error", NULL);
@@ -911,4 +1395,13 @@ relay_admin_stop(struct relay_admin *a, void (*cb)(void *arg), void *arg)
 		admin_conn_close(c);
 	}
 	uv_close((uv_handle_t *)&a->listener, admin_listener_closed);
+}
+
+void
+relay_admin_set_queue(struct relay_admin *a, struct queue_sched *qs,
+    const char *spool_dir)
+{
+	free(a->spool_dir);
+	a->spool_dir = qs != NULL ? strdup(spool_dir) : NULL;
+	a->qs = a->spool_dir != NULL ? qs : NULL;
 }

@@ -8,6 +8,7 @@
  *		and turning a configuration into what smtp/ and queue/ take
  *   signing.c	the static signing table (dkim_sign lines) and the
  *		smtp_sign_lookup_fn that picks keys by From domain
+ *   bounce.c	delivery status notifications (RFC 3464), queued as new mail
  *   log.c	logging to stderr or syslog, thread-safe
  *   metrics.c	the Prometheus registry, the event hooks that feed it and
  *		the admin HTTP server that serves GET /metrics
@@ -41,7 +42,7 @@ const char *relay_version(void);
  * table at the top of config.c and documented in relay.conf.  Fields are
  * named after the settings.
  */
-#define RELAY_CONF_NSETTINGS 40   /* room in set_line[]; >= the table size */
+#define RELAY_CONF_NSETTINGS 56   /* room in set_line[]; >= the table size */
 
 /* A list setting (mynetworks, ...): items as written, in order. */
 struct relay_strlist {
@@ -60,6 +61,13 @@ struct relay_dkim_sign {
 };
 
 struct relay_signtab;
+
+/* smtp_tls_security_level: STARTTLS policy of the delivery client. */
+enum relay_tls_level {
+	RELAY_TLS_NONE,           /* never STARTTLS */
+	RELAY_TLS_MAY,            /* STARTTLS when offered, else plain text */
+	RELAY_TLS_ENCRYPT,        /* STARTTLS or defer (no certificate check) */
+};
 
 struct relay_config {
 	char *file;                       /* path loaded; NULL: built-in */
@@ -108,6 +116,21 @@ struct relay_config {
 	struct relay_strlist dkim_signed_headers;
 	char *dkim_headers;               /* the same, colon-joined (for h=) */
 
+	/* delivery (Postfix's names and defaults) */
+	struct relay_strlist dns_resolvers;   /* ADDR[:PORT]; none: resolv.conf */
+	int smtp_tls_security_level;      /* enum relay_tls_level */
+	char *smtp_helo_name;             /* as written; see helo_name */
+	unsigned minimal_backoff_time;    /* seconds */
+	unsigned maximal_backoff_time;
+	unsigned maximal_queue_lifetime;
+	unsigned bounce_queue_lifetime;
+	unsigned default_destination_concurrency_limit;
+	unsigned smtp_connection_limit;   /* outbound connections in all */
+	unsigned smtp_connect_timeout;    /* seconds */
+	unsigned smtp_helo_timeout;
+	unsigned smtp_data_done_timeout;
+	unsigned smtp_connection_cache_time_limit; /* idle; 0: no cache */
+
 	/* logging */
 	int log_level;                    /* syslog priority, LOG_ERR..DEBUG */
 
@@ -116,6 +139,7 @@ struct relay_config {
 	struct smtp_netlist *proxy_trusted_nl;
 	struct smtp_authdb *authdb;       /* NULL without smtpd_auth_file */
 	struct relay_signtab *signtab;
+	char *helo_name;                  /* smtp_helo_name, $myhostname expanded */
 
 	/* the line that set each setting (0: default), by table index */
 	unsigned set_line[RELAY_CONF_NSETTINGS];
@@ -196,6 +220,34 @@ void relay_config_to_queue(const struct relay_config *cfg,
     struct queue_config *out);
 
 /*
+ * relay_config_to_sched - fill out for queue_sched_new: the spool, the
+ * backoff and lifetime settings, the limits (destination_concurrency from
+ * default_destination_concurrency_limit, max_jobs from
+ * smtp_connection_limit) and the event/log hooks
+ * (relay_metrics_queue_event, relay_log_hook).  deliver, bounce and arg
+ * are left NULL for the daemon to set.  Pointers point into cfg; can't
+ * fail.
+ */
+void relay_config_to_sched(const struct relay_config *cfg,
+    struct queue_sched_config *out);
+
+/*
+ * relay_relayhost_parse - split a relayhost value ("host", "host:port",
+ * "[host]", "[host]:port"; brackets may hold an IP literal) into host
+ * (without brackets, NUL-terminated in hostlen bytes), *port (25 when not
+ * given) and *mx (1: look up MX records for host; 0: bracketed, connect to
+ * host itself, as in Postfix).  Any output may be NULL.  0 or -EINVAL.
+ */
+int relay_relayhost_parse(const char *v, char *host, size_t hostlen,
+    unsigned *port, int *mx);
+/*
+ * relay_resolver_parse - a dns_resolvers item: "192.0.2.1", "2001:db8::1",
+ * "192.0.2.1:5353", "[2001:db8::1]" or "[2001:db8::1]:5353" (port 53 when
+ * not given) into *ss.  0 or -EINVAL.
+ */
+int relay_resolver_parse(const char *s, struct sockaddr_storage *ss);
+
+/*
  * relay_addr_parse - "127.0.0.1:2525" or "[::1]:2525" (IP literals only)
  * into *ss.  0 or -EINVAL.
  */
@@ -229,6 +281,50 @@ int relay_signtab_lookup(const struct relay_signtab *t, const char *domain,
  */
 int relay_sign_lookup(void *arg, const struct smtp_sign_request *rq,
     struct dkim_sign_params *out, int max, char *reason, size_t reasonlen);
+
+/* ---- bounce.c: delivery status notifications --------------------------- */
+
+/* What a bounce is about: the failed recipients of one queued message. */
+struct relay_bounce_in {
+	const char *myhostname;           /* Reporting-MTA, MAILER-DAEMON@ */
+	const char *id;                   /* the original's queue id, or NULL */
+	const char *path;                 /* its queue file (NULL: not enclosed) */
+	const struct queue_envelope *env; /* its envelope; mail_from not "" */
+	const struct queue_failed *failed;
+	size_t nfailed;                   /* >= 1 */
+	time_t now;                       /* Date, Last-Attempt-Date; 0: now */
+};
+
+/*
+ * relay_bounce_compose - the RFC 3464 report for in, as a complete
+ * message (header and body, CRLF line ends, no line over 998 bytes), in a
+ * malloc'd NUL-terminated string of *len bytes: From "Mail Delivery
+ * System" <MAILER-DAEMON@myhostname>, To the envelope sender, Subject
+ * "Undelivered Mail Returned to Sender", Auto-Submitted: auto-replied; a
+ * text part naming each failed recipient and its reason; a
+ * message/delivery-status part (Status 5.x.y from the reason's enhanced
+ * code, else 5.0.0, or 4.4.7 when expired; Diagnostic-Code "smtp; reply"
+ * for SMTP replies, "X-Signet; text" for other reasons); and the original
+ * as it went out (signature record, then message bytes) as message/rfc822,
+ * or its header only as text/rfc822-headers with RET=HDRS.  If the queue
+ * file can't be read, the third part is left out.  Reads the file
+ * synchronously.  NULL with errno EINVAL when in is incomplete (no
+ * sender, no failed recipient); aborts on OOM.
+ */
+char *relay_bounce_compose(const struct relay_bounce_in *in, size_t *len);
+/*
+ * relay_bounce_queue - compose the report and queue it on sp as a new
+ * message from the null sender to in->env->mail_from (in->myhostname NULL:
+ * cfg->myhostname), DKIM-signed when cfg's signing table has lines for
+ * the domain myhostname (the From domain; unsigned otherwise, or with a
+ * warning logged if signing fails).  Signing runs on the calling thread:
+ * bounces are rare.  cb(arg, status, id) runs once the new message is
+ * durable (or lost), as for queue_msg_commit; then the daemon tells the
+ * queue manager (queue_sched_notify).  0, or -errno, in which case cb
+ * never runs.  Call on sp's loop.
+ */
+int relay_bounce_queue(struct queue_spool *sp, const struct relay_config *cfg,
+    const struct relay_bounce_in *in, queue_commit_cb cb, void *arg);
 
 /* ---- log.c ------------------------------------------------------------ */
 
@@ -286,13 +382,60 @@ void relay_metrics_queue_event(void *arg, enum queue_event ev, double value);
  */
 void relay_metrics_queue_add(long delta);
 /*
+ * Delivery metrics (issue 4).  relay_metrics_queue_event, as the queue
+ * manager's event hook (relay_config_to_sched sets it), already feeds
+ * signet_deliveries_total (QUEUE_EV_RCPT_*), signet_delivery_seconds and
+ * the spool count (QUEUE_EV_MSG_DONE: don't also call
+ * relay_metrics_queue_add for removals) and
+ * signet_queue_mark_errors_total; the functions below are for what only
+ * the daemon knows.  Any thread; can't fail.
+ *
+ * relay_metrics_delivery - n recipients had outcome result.
+ * relay_metrics_delivery_seconds - one message left the queue this many
+ *   seconds after its arrival (histogram signet_delivery_seconds).
+ * relay_metrics_queue_counts - the gauges signet_queue_active, _deferred,
+ *   _held and signet_queue_oldest_age_seconds (oldest: the arrival time
+ *   of the oldest message, 0 when empty; the age is computed when
+ *   rendered).  The admin server refreshes them from the registered
+ *   queue manager on each GET /metrics (relay_admin_set_queue).
+ * relay_metrics_outbound_connections - signet_outbound_connections +=
+ *   delta (+1 on connect, -1 on close, cached idle ones included).
+ * relay_metrics_connection_cache_hit - a delivery reused a cached
+ *   connection (signet_connection_cache_hits_total).
+ */
+void relay_metrics_delivery(enum queue_outcome result, uint64_t n);
+void relay_metrics_delivery_seconds(double seconds);
+void relay_metrics_queue_counts(size_t active, size_t deferred, size_t held,
+    time_t oldest);
+void relay_metrics_outbound_connections(long delta);
+void relay_metrics_connection_cache_hit(void);
+/*
  * relay_metrics_render - every metric in the Prometheus text exposition
  * format 0.0.4, in a malloc'd NUL-terminated string (length in *len), or
  * NULL on OOM.
  */
 char *relay_metrics_render(size_t *len);
 
-/* The admin HTTP server: GET /metrics and nothing else. */
+/*
+ * The admin HTTP server: GET /metrics for anyone who can reach
+ * admin_listen, and for loopback clients only (403 otherwise), the queue
+ * requests of signetctl, answered in JSON:
+ *   GET  /queue               {"messages":[{"id","arrival","size","sender",
+ *                             "recipients","pending","next_try","held"}]};
+ *                             with ?rcpt=1 each also has "rcpt": its
+ *                             pending recipients as in /queue/ID
+ *   GET  /queue/ID            the same fields plus "envid", "ret", "helo",
+ *                             "client", "signed" and "rcpt": [{"addr",
+ *                             "orcpt", "state" (pending|sent|bounced),
+ *                             "attempts", "last_try", "next_try",
+ *                             "reason"}]
+ *   POST /queue/flush         every message due now
+ *   POST /queue/ID/flush, /queue/ID/hold, /queue/ID/release,
+ *        /queue/ID/delete
+ * Actions answer 200 {"ok":true}; errors are {"error":"..."} with 404 (no
+ * such message), 409 (busy: being delivered), 503 (no queue manager
+ * registered).  Times are Unix seconds (0: none).
+ */
 struct relay_admin;
 
 /*
@@ -301,6 +444,16 @@ struct relay_admin;
  */
 int relay_admin_start(uv_loop_t *loop, const char *addr,
     struct relay_admin **out, char *err, size_t errlen);
+/*
+ * relay_admin_set_queue - serve the /queue requests from qs (NULL: stop
+ * serving them; 503), whose files are under spool_dir (copied).  Also
+ * makes each GET /metrics refresh the queue gauges from
+ * queue_sched_counts.  Call on the admin server's loop, which must be
+ * the queue manager's.  Can't fail (a copy that fails to allocate
+ * leaves the queue requests off).
+ */
+void relay_admin_set_queue(struct relay_admin *a, struct queue_sched *qs,
+    const char *spool_dir);
 /*
  * relay_admin_stop - close the listener and every connection; cb(arg) runs
  * once all handles are closed, then the server is freed.  cb may be NULL.

@@ -9,6 +9,7 @@
  * Each test works in a fresh temporary directory and names its file
  * "t.conf", so the expected messages read as they would for an operator.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -1178,4 +1179,218 @@ TEST(relay_config_restart_changes)
 	relay_config_free(&new);
 	relay_config_free(&old);
 	leave_tmpdir(dir);
+}
+
+/* ---- delivery settings (issue 4) ----------------------------------------- */
+
+TEST(relay_config_delivery_defaults)
+{
+	struct relay_config cfg;
+	struct queue_sched_config qs;
+
+	T_OK(relay_config_default(&cfg));
+	T_EQ(cfg.dns_resolvers.n, 0);
+	T_EQ(cfg.smtp_tls_security_level, RELAY_TLS_MAY);
+	T_STREQ(cfg.smtp_helo_name, "$myhostname");
+	T_STREQ(cfg.helo_name, cfg.myhostname);
+	T_EQ(cfg.minimal_backoff_time, 300);
+	T_EQ(cfg.maximal_backoff_time, 4000);
+	T_EQ(cfg.maximal_queue_lifetime, 5 * 86400);
+	T_EQ(cfg.bounce_queue_lifetime, 5 * 86400);
+	T_EQ(cfg.default_destination_concurrency_limit, 20);
+	T_EQ(cfg.smtp_connection_limit, 100);
+	T_EQ(cfg.smtp_connect_timeout, 30);
+	T_EQ(cfg.smtp_helo_timeout, 300);
+	T_EQ(cfg.smtp_data_done_timeout, 600);
+	T_EQ(cfg.smtp_connection_cache_time_limit, 2);
+	relay_config_to_sched(&cfg, &qs);
+	T_TRUE(qs.spool_dir == cfg.spool_dir);
+	T_EQ(qs.minimal_backoff_time, 300);
+	T_EQ(qs.maximal_backoff_time, 4000);
+	T_EQ(qs.maximal_queue_lifetime, 432000);
+	T_EQ(qs.bounce_queue_lifetime, 432000);
+	T_EQ(qs.destination_concurrency, 20);
+	T_EQ(qs.max_jobs, 100);
+	T_TRUE(qs.deliver == NULL && qs.bounce == NULL && qs.arg == NULL);
+	relay_config_free(&cfg);
+}
+
+TEST(relay_config_delivery_parse)
+{
+	struct relay_config cfg;
+	struct queue_sched_config qs;
+	struct msgs m;
+	char *dir = enter_tmpdir(), *a;
+
+	T_OK(load_text(
+	    "myhostname = relay.example.org\n"
+	    "dns_resolvers = 127.0.0.53, 192.0.2.1:5353 [::1]:53\n"
+	    "    2001:db8::1 [2001:db8::2]\n"
+	    "smtp_tls_security_level = encrypt\n"
+	    "minimal_backoff_time = 1m\n"
+	    "maximal_backoff_time = 1h\n"
+	    "maximal_queue_lifetime = 2d\n"
+	    "bounce_queue_lifetime = 0\n"
+	    "default_destination_concurrency_limit = 5\n"
+	    "smtp_connection_limit = 7\n"
+	    "smtp_connect_timeout = 5s\n"
+	    "smtp_helo_timeout = 1m\n"
+	    "smtp_data_done_timeout = 10m\n"
+	    "smtp_connection_cache_time_limit = 0\n", &cfg, &m));
+	T_EQ(m.n, 0);
+	T_EQ(cfg.dns_resolvers.n, 5);
+	T_STREQ(cfg.dns_resolvers.v[1], "192.0.2.1:5353");
+	T_STREQ(cfg.dns_resolvers.v[4], "[2001:db8::2]");
+	T_EQ(cfg.smtp_tls_security_level, RELAY_TLS_ENCRYPT);
+	T_STREQ(cfg.helo_name, "relay.example.org");
+	T_EQ(cfg.minimal_backoff_time, 60);
+	T_EQ(cfg.maximal_backoff_time, 3600);
+	T_EQ(cfg.maximal_queue_lifetime, 172800);
+	T_EQ(cfg.bounce_queue_lifetime, 0);
+	T_EQ(cfg.smtp_connect_timeout, 5);
+	T_EQ(cfg.smtp_helo_timeout, 60);
+	T_EQ(cfg.smtp_data_done_timeout, 600);
+	T_EQ(cfg.smtp_connection_cache_time_limit, 0);
+	relay_config_to_sched(&cfg, &qs);
+	T_EQ(qs.minimal_backoff_time, 60);
+	T_EQ(qs.destination_concurrency, 5);
+	T_EQ(qs.max_jobs, 7);
+	a = dump_string(&cfg, 1);
+	T_TRUE(strstr(a, "dns_resolvers = 127.0.0.53 192.0.2.1:5353 [::1]:53 "
+	    "2001:db8::1 [2001:db8::2]\n") != NULL);
+	T_TRUE(strstr(a, "smtp_tls_security_level = encrypt\n") != NULL);
+	T_TRUE(strstr(a, "maximal_queue_lifetime = 172800s\n") != NULL);
+	T_TRUE(strstr(a, "smtp_helo_name") == NULL);
+	free(a);
+	relay_config_free(&cfg);
+
+	T_OK(load_text("smtp_helo_name = out.example.net\n"
+	    "smtp_tls_security_level = none\n", &cfg, &m));
+	T_STREQ(cfg.helo_name, "out.example.net");
+	T_EQ(cfg.smtp_tls_security_level, RELAY_TLS_NONE);
+	a = dump_string(&cfg, 0);
+	T_TRUE(strstr(a, "\nsmtp_helo_name = out.example.net\n") != NULL);
+	free(a);
+	relay_config_free(&cfg);
+
+	/* $myhostname follows myhostname wherever it is set */
+	T_OK(load_text("smtp_helo_name = $myhostname\n"
+	    "myhostname = late.example.com\n", &cfg, &m));
+	T_STREQ(cfg.helo_name, "late.example.com");
+	relay_config_free(&cfg);
+	leave_tmpdir(dir);
+}
+
+TEST(relay_config_delivery_errors)
+{
+	char *dir = enter_tmpdir();
+
+	expect_errors("smtp_tls_security_level = verify\n",
+	    "t.conf:1: smtp_tls_security_level: \"verify\" is not none, may "
+	    "or encrypt\n");
+	expect_errors("dns_resolvers = 127.0.0.1 dns.example.com\n",
+	    "t.conf:1: dns_resolvers: \"dns.example.com\" is not ADDRESS or "
+	    "ADDRESS:PORT (IPv6 in brackets when a port is given)\n");
+	expect_errors("dns_resolvers = 127.0.0.1:0\n",
+	    "t.conf:1: dns_resolvers: \"127.0.0.1:0\" is not ADDRESS or "
+	    "ADDRESS:PORT (IPv6 in brackets when a port is given)\n");
+	expect_errors("smtp_helo_name = bad_name!\n",
+	    "t.conf:1: smtp_helo_name: \"bad_name!\" is not a host name or "
+	    "$myhostname\n");
+	expect_errors("smtp_helo_name =\n",
+	    "t.conf:1: smtp_helo_name: empty value\n");
+	expect_errors("minimal_backoff_time = 2h\n",
+	    "t.conf:1: minimal_backoff_time (7200s) must not exceed "
+	    "maximal_backoff_time (4000s)\n");
+	expect_errors("\nmaximal_backoff_time = 100s\n",
+	    "t.conf:2: minimal_backoff_time (300s) must not exceed "
+	    "maximal_backoff_time (100s)\n");
+	expect_errors("default_destination_concurrency_limit = 0\n",
+	    "t.conf:1: default_destination_concurrency_limit: 0 out of range "
+	    "[1, 10000]\n");
+	expect_errors("smtp_connection_limit = lots\n",
+	    "t.conf:1: smtp_connection_limit: \"lots\" is not a number\n");
+	expect_errors("smtp_connect_timeout = 0\n",
+	    "t.conf:1: smtp_connect_timeout: 0 out of range [1s, 1h]\n");
+	expect_errors("maximal_queue_lifetime = 5y\n",
+	    "t.conf:1: maximal_queue_lifetime: \"5y\" is not a time (a number, "
+	    "optionally followed by s, m, h, d or w)\n");
+	leave_tmpdir(dir);
+}
+
+TEST(relay_config_relayhost)
+{
+	static const struct {
+		const char *v, *host;
+		unsigned port;
+		int mx;
+	} good[] = {
+		{ "smtp.example.net", "smtp.example.net", 25, 1 },
+		{ "smtp.example.net:587", "smtp.example.net", 587, 1 },
+		{ "[smtp.example.net]", "smtp.example.net", 25, 0 },
+		{ "[smtp.example.net]:2525", "smtp.example.net", 2525, 0 },
+		{ "[192.0.2.7]:26", "192.0.2.7", 26, 0 },
+		{ "[2001:db8::1]:465", "2001:db8::1", 465, 0 },
+		{ "[::1]", "::1", 25, 0 },
+	};
+	static const char *bad[] = {
+		"[smtp.example.net", "smtp.example.net:", "smtp.example.net:0",
+		"smtp.example.net:65536", "smtp.example.net:25x", "[]:25",
+		"bad_host", "2001:db8::1", "[smtp.example.net]x",
+		":25", "smtp..example.net", "[smtp.example.net]:-1",
+	};
+	struct relay_config cfg;
+	struct msgs m;
+	char host[256], want[256], *dir = enter_tmpdir(), text[128];
+	unsigned port;
+	size_t i;
+	int mx;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		if (relay_relayhost_parse(good[i].v, host, sizeof(host), &port,
+		    &mx) != 0)
+			T_FAIL("%s refused", good[i].v);
+		T_STREQ(host, good[i].host);
+		T_EQ(port, good[i].port);
+		T_EQ(mx, good[i].mx);
+		snprintf(text, sizeof(text), "relayhost = %s\n", good[i].v);
+		T_OK(load_text(text, &cfg, &m));
+		T_STREQ(cfg.relayhost, good[i].v);
+		relay_config_free(&cfg);
+	}
+	T_EQ(relay_relayhost_parse("[a.example]", host, 4, NULL, NULL), -EINVAL);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (relay_relayhost_parse(bad[i], NULL, 0, NULL, NULL) !=
+		    -EINVAL)
+			T_FAIL("%s accepted", bad[i]);
+		snprintf(text, sizeof(text), "relayhost = %s\n", bad[i]);
+		snprintf(want, sizeof(want), "t.conf:1: relayhost: \"%s\" is "
+		    "not host, host:port, [host] or [host]:port\n", bad[i]);
+		expect_errors(text, want);
+	}
+	leave_tmpdir(dir);
+}
+
+TEST(relay_resolver_parse)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *sin = (struct sockaddr_in *)&ss;
+	struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)&ss;
+
+	T_OK(relay_resolver_parse("127.0.0.53", &ss));
+	T_EQ(ss.ss_family, AF_INET);
+	T_EQ(ntohs(sin->sin_port), 53);
+	T_OK(relay_resolver_parse("127.0.0.1:5353", &ss));
+	T_EQ(ntohs(sin->sin_port), 5353);
+	T_OK(relay_resolver_parse("::1", &ss));
+	T_EQ(ss.ss_family, AF_INET6);
+	T_EQ(ntohs(sin6->sin6_port), 53);
+	T_OK(relay_resolver_parse("[::1]", &ss));
+	T_EQ(ntohs(sin6->sin6_port), 53);
+	T_OK(relay_resolver_parse("[::1]:1053", &ss));
+	T_EQ(ntohs(sin6->sin6_port), 1053);
+	T_EQ(relay_resolver_parse("localhost", &ss), -EINVAL);
+	T_EQ(relay_resolver_parse("[::1]x", &ss), -EINVAL);
+	T_EQ(relay_resolver_parse("1.2.3.4:", &ss), -EINVAL);
+	T_EQ(relay_resolver_parse("", &ss), -EINVAL);
 }
