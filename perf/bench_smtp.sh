@@ -138,6 +138,8 @@ smtpd_tls_cert_file = $W/tls/cert.pem
 smtpd_tls_key_file = $W/tls/key.pem
 dkim_sign = bench.example bench $W/dkim/bench.pem
 dkim_canonicalization = relaxed/relaxed
+# intake only: keep the mail queued, as the Postfix side holds it
+defer_transports = smtp
 EOF
 want_fd=$((IDLE + 2000))
 if [ "$(ulimit -Hn)" != unlimited ] && [ "$(ulimit -Hn)" -lt "$want_fd" ]; then

@@ -297,6 +297,11 @@ struct queue_sched_config {
 	unsigned destination_concurrency; /* jobs in flight per destination (20) */
 	unsigned max_jobs;                /* jobs in flight in all (100) */
 	/*
+	 * defer_all (Postfix defer_transports = smtp): start jobs only after
+	 * queue_sched_flush, until what was due then has been started.
+	 */
+	int defer_all;
+	/*
 	 * deliver: start a job; queue_job_done(sched, job, results) must follow
 	 * exactly once, on the loop, with one result per job->rcpt entry.  The
 	 * job and what it points to stay valid until then.

@@ -86,6 +86,7 @@ struct sjob {
 struct queue_sched {
 	uv_loop_t *loop;
 	struct queue_sched_config cfg;
+	int flushing;                     /* defer_all: a flush is running */
 	char *dir;
 	uv_timer_t timer;
 	uv_async_t async;
@@ -670,6 +671,8 @@ dispatch(struct queue_sched *qs)
 	struct dest *d;
 	size_t blocked = 0;
 
+	if (qs->cfg.defer_all && !qs->flushing)
+		return;
 	while (!qs->stopping && qs->ring != NULL &&
 	    qs->inflight < qs->cfg.max_jobs) {
 		d = qs->ring;
@@ -695,6 +698,8 @@ dispatch(struct queue_sched *qs)
 		job_start(qs, w->m, d);
 		free(w);
 	}
+	if (qs->ring == NULL)
+		qs->flushing = 0;
 }
 
 /* timer_arm - wake up for the top of the heap. */
@@ -1167,6 +1172,7 @@ queue_sched_flush(struct queue_sched *qs, const char *id)
 			if (!m->held)
 				msg_now(qs, m, now);
 	}
+	qs->flushing = 1;
 	if (!qs->stopping)
 		sched_run(qs);
 	return 0;

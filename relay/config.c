@@ -107,6 +107,7 @@ static int conf_check_addr(const char *, char *, size_t);
 static int conf_check_header(const char *, char *, size_t);
 static int conf_check_path(const char *, char *, size_t);
 static int conf_check_resolvers(const char *, char *, size_t);
+static int conf_check_transport(const char *, char *, size_t);
 static int conf_check_helo_name(const char *, char *, size_t);
 static const struct conf_custom conf_listen_ops, conf_bare_ops,
     conf_dkim_sign_ops, conf_canon_ops, conf_log_level_ops, conf_tls_level_ops;
@@ -178,6 +179,7 @@ static const struct conf_setting conf_table[] = {
 	    conf_check_header),
 	/* delivery */
 	C_LIST(dns_resolvers, "", CF_EMPTY, conf_check_resolvers),
+	C_LIST(defer_transports, "", CF_EMPTY, conf_check_transport),
 	C_CUSTOM("smtp_tls_security_level", "may", 0, &conf_tls_level_ops),
 	C_STR(smtp_helo_name, "$myhostname", 0, conf_check_helo_name),
 	C_TIME(minimal_backoff_time, "300s", 1, 30 * 86400),
@@ -737,6 +739,16 @@ relay_resolver_parse(const char *s, struct sockaddr_storage *ss)
 		return relay_addr_parse(buf, ss);
 	}
 	return relay_addr_parse(s, ss);
+}
+
+/* defer_transports items: Signet has one transport, smtp. */
+static int
+conf_check_transport(const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0' || strcmp(v, "smtp") == 0)
+		return 0;
+	snprintf(err, errlen, "unknown transport \"%s\" (Signet has only smtp)", v);
+	return -1;
 }
 
 /* dns_resolvers items: ADDR or ADDR:PORT, IPv6 in brackets with a port. */
@@ -1831,6 +1843,7 @@ relay_config_to_sched(const struct relay_config *cfg,
 	out->destination_concurrency =
 	    cfg->default_destination_concurrency_limit;
 	out->max_jobs = cfg->smtp_connection_limit;
+	out->defer_all = cfg->defer_transports.n > 0;
 	out->event = relay_metrics_queue_event;
 	out->log = relay_log_hook;
 	out->arg = NULL;

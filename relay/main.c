@@ -78,6 +78,14 @@ static struct relay_admin *admin;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static int stopping;
 
+/* delivery, on the main loop */
+static struct queue_spool *main_spool;    /* bounces are queued here */
+static struct queue_sched *sched;
+static struct relay_agent *agent;
+static struct relay_gen *agent_gen;       /* the generation the agent reads */
+static uv_async_t worker_exit;            /* a worker thread has ended */
+static atomic_uint workers_ended;
+
 /* gen_free - drop one reference to a configuration generation. */
 static void
 gen_unref(struct relay_gen *g)
@@ -199,6 +207,8 @@ worker_main(void *arg)
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&w->loop);
 	gen_unref(w->gen);
+	atomic_fetch_add(&workers_ended, 1);
+	uv_async_send(&worker_exit);
 	return;
 fail:
 	if (!uv_is_closing((uv_handle_t *)&w->wake))
@@ -206,6 +216,8 @@ fail:
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	uv_loop_close(&w->loop);
 	w->started = -1;
+	atomic_fetch_add(&workers_ended, 1);
+	uv_async_send(&worker_exit);
 	uv_sem_post(&w->ready);
 }
 
@@ -267,6 +279,61 @@ admin_stopped(void *arg)
 }
 
 static void
+main_spool_closed(void *arg)
+{
+	(void)arg;
+	uv_close((uv_handle_t *)&worker_exit, NULL);
+}
+
+/* sched_stopped - no job in flight any more: free the delivery side. */
+static void
+sched_stopped(void *arg)
+{
+	(void)arg;
+	sched = NULL;
+	relay_agent_free(agent);
+	agent = NULL;
+	gen_unref(agent_gen);
+	agent_gen = NULL;
+	if (main_spool != NULL)
+		queue_spool_close(main_spool, main_spool_closed, NULL);
+	else
+		uv_close((uv_handle_t *)&worker_exit, NULL);
+}
+
+/*
+ * on_worker_exit - once every worker has ended (no more commits can notify
+ * the queue manager), stop delivery and let the main loop end.
+ */
+static void
+on_worker_exit(uv_async_t *h)
+{
+	(void)h;
+	if (atomic_load(&workers_ended) < nworkers || uv_is_closing((uv_handle_t *)h))
+		return;
+	if (admin != NULL)
+		relay_admin_stop(admin, admin_stopped, NULL);
+	admin = NULL;
+	if (sched != NULL)
+		queue_sched_stop(sched, sched_stopped, NULL);
+	else
+		sched_stopped(NULL);
+}
+
+/*
+ * notify_committed - a spool made a message durable.  Workers call it from
+ * their threads: sched is set before they start and cleared only after all
+ * of them have ended.
+ */
+static void
+notify_committed(void *arg, const char *id)
+{
+	(void)arg;
+	if (sched != NULL)
+		queue_sched_notify(sched, id);
+}
+
+static void
 on_stop_signal(uv_signal_t *h, int signum)
 {
 	if (stopping++) {
@@ -276,9 +343,6 @@ on_stop_signal(uv_signal_t *h, int signum)
 	relay_log(LOG_INFO, "signal %d: stopping (deadline %d s)", signum,
 	    RELAY_STOP_DEADLINE_MS / 1000);
 	workers_send(NULL, 1);
-	if (admin != NULL)
-		relay_admin_stop(admin, admin_stopped, NULL);
-	admin = NULL;
 	uv_close((uv_handle_t *)&sig_term, NULL);
 	uv_close((uv_handle_t *)&sig_int, NULL);
 	uv_close((uv_handle_t *)&sig_hup, NULL);
@@ -300,12 +364,53 @@ on_hup(uv_signal_t *h, int signum)
 	relay_config_restart_changes(&current->cfg, &g->cfg, NULL, NULL);
 	relay_log_set_level(g->cfg.log_level);
 	workers_send(g, 0);
+	if (agent != NULL) {
+		atomic_fetch_add(&g->refs, 1);
+		relay_agent_set_config(agent, &g->cfg);
+		gen_unref(agent_gen);
+		agent_gen = g;
+	}
 	gen_unref(current);
 	current = g;
 	relay_log(LOG_INFO, "reloaded: %zu dkim_sign entries", g->cfg.ndkim_sign);
 }
 
 /* ---- start-up ---------------------------------------------------------- */
+
+/*
+ * delivery_start - the main loop's spool (for bounces), the delivery agent
+ * and the queue manager, which reads active/ now; the workers' commits
+ * reach it through qconf.committed.  0 or -1.
+ */
+static int
+delivery_start(uv_loop_t *loop)
+{
+	struct queue_sched_config sc;
+	int rc;
+
+	qconf.committed = notify_committed;
+	qconf.arg = NULL;
+	if ((rc = queue_spool_new(loop, &qconf, &main_spool)) != 0) {
+		relay_log(LOG_ERR, "spool %s: %s", qconf.spool_dir, strerror(-rc));
+		main_spool = NULL;
+		return -1;
+	}
+	agent_gen = current;
+	atomic_fetch_add(&current->refs, 1);
+	if ((agent = relay_agent_new(loop, &current->cfg, main_spool)) == NULL)
+		return -1;
+	relay_config_to_sched(&current->cfg, &sc);
+	sc.spool_dir = qconf.spool_dir;
+	sc.deliver = relay_agent_deliver;
+	sc.bounce = relay_agent_bounce;
+	sc.arg = agent;
+	if ((rc = queue_sched_new(loop, &sc, &sched)) != 0) {
+		relay_log(LOG_ERR, "queue manager: %s", strerror(-rc));
+		sched = NULL;
+		return -1;
+	}
+	return 0;
+}
 
 static void
 usage(void)
@@ -401,8 +506,14 @@ main(int argc, char **argv)
 	    relay_version(), file != NULL ? file : "embedded default configuration",
 	    current->cfg.workers, current->cfg.signing_threads);
 
-	/* libuv sizes its thread pool (our signing threads) on first use */
-	snprintf(buf, sizeof(buf), "%u", current->cfg.signing_threads);
+	/*
+	 * libuv sizes its thread pool on first use.  Signing shares it with
+	 * the delivery client, which (XXX issue 4) holds a thread while a
+	 * slow server holds back a message: room for every outbound
+	 * connection, so that signing never waits behind them.
+	 */
+	snprintf(buf, sizeof(buf), "%u", current->cfg.signing_threads +
+	    current->cfg.smtp_connection_limit);
 	setenv("UV_THREADPOOL_SIZE", buf, 1);
 	raise_nofile(current->cfg.max_connections + 1024);
 	signal(SIGPIPE, SIG_IGN);
@@ -425,6 +536,18 @@ main(int argc, char **argv)
 
 	main_loop = &loop;
 	uv_loop_init(&loop);
+	uv_async_init(&loop, &worker_exit, on_worker_exit);
+	if (delivery_start(&loop) != 0) {
+		rc = 1;
+		nworkers = 0;
+		stopping = 1;
+		on_worker_exit(&worker_exit);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		uv_loop_close(&loop);
+		gen_unref(current);
+		free(spool_dir);
+		return rc;
+	}
 	uv_signal_init(&loop, &sig_term);
 	uv_signal_init(&loop, &sig_int);
 	uv_signal_init(&loop, &sig_hup);
@@ -449,6 +572,7 @@ main(int argc, char **argv)
 			rc = 1;
 			goto out;
 		}
+		relay_admin_set_queue(admin, sched, spool_dir);
 	}
 	relay_log(LOG_INFO, "ready");
 	rc = 0;

@@ -42,7 +42,7 @@ const char *relay_version(void);
  * table at the top of config.c and documented in relay.conf.  Fields are
  * named after the settings.
  */
-#define RELAY_CONF_NSETTINGS 56   /* room in set_line[]; >= the table size */
+#define RELAY_CONF_NSETTINGS 64   /* room in set_line[]; >= the table size */
 
 /* A list setting (mynetworks, ...): items as written, in order. */
 struct relay_strlist {
@@ -118,6 +118,7 @@ struct relay_config {
 
 	/* delivery (Postfix's names and defaults) */
 	struct relay_strlist dns_resolvers;   /* ADDR[:PORT]; none: resolv.conf */
+	struct relay_strlist defer_transports; /* "smtp": deliver only on flush */
 	int smtp_tls_security_level;      /* enum relay_tls_level */
 	char *smtp_helo_name;             /* as written; see helo_name */
 	unsigned minimal_backoff_time;    /* seconds */
@@ -459,5 +460,26 @@ void relay_admin_set_queue(struct relay_admin *a, struct queue_sched *qs,
  * once all handles are closed, then the server is freed.  cb may be NULL.
  */
 void relay_admin_stop(struct relay_admin *a, void (*cb)(void *arg), void *arg);
+
+/* ---- deliver.c: the delivery agent -------------------------------------- */
+
+/*
+ * The queue manager's deliver and bounce callbacks (arg: the agent).  The
+ * agent resolves next hops with dns_resolvers (or /etc/resolv.conf), speaks
+ * SMTP with STARTTLS per smtp_tls_security_level, and queues bounces on
+ * spool.  It reads cfg at each use: relay_agent_set_config switches it to a
+ * reloaded configuration (the resolver and TLS context stay).
+ */
+struct relay_agent;
+
+struct relay_agent *relay_agent_new(uv_loop_t *loop, const struct relay_config *cfg,
+    struct queue_spool *spool);
+void relay_agent_set_config(struct relay_agent *ag, const struct relay_config *cfg);
+void relay_agent_deliver(void *arg, struct queue_sched *qs, const struct queue_job *job);
+void relay_agent_bounce(void *arg, const char *id, const char *path,
+    const struct queue_envelope *env, const struct queue_failed *failed,
+    size_t nfailed);
+/* relay_agent_free - after the queue manager has stopped.  NULL ok. */
+void relay_agent_free(struct relay_agent *ag);
 
 #endif

@@ -226,8 +226,18 @@ wait_port 2525 15 || { signet_alive "with the embedded default"; fail "nothing l
 wait_port 9025 5 || fail "no admin listener on 127.0.0.1:9025 (embedded default)"
 PORT=2525 expect_queued
 PORT=2525 expect_queued --tls
-[ -f "$T/fresh/var/spool/active/$QID" ] || fail "embedded default: no ./var/spool/active/$QID"
-qfile check "$T/fresh/var/spool/active/$QID" >/dev/null || fail "embedded default: queue file not intact"
+# the embedded default delivers: the message is either still queued, intact,
+# or the log shows the delivery attempt (the test domain has no MX)
+if [ -f "$T/fresh/var/spool/active/$QID" ]; then
+	qfile check "$T/fresh/var/spool/active/$QID" >/dev/null || fail "embedded default: queue file not intact"
+else
+	i=0
+	until grep -q "$QID: to=<" "$SIGNET_LOG"; do
+		[ $i -lt 100 ] || fail "embedded default: $QID neither queued in ./var/spool/active nor delivered"
+		sleep 0.1
+		i=$((i + 1))
+	done
+fi
 [ -s "$T/fresh/var/tls/cert.pem" ] || fail "embedded default: no self-signed certificate in ./var/tls"
 curl -fsS --max-time 10 -o "$T/m.fresh" http://127.0.0.1:9025/metrics
 grep -q '^signet_messages_accepted_total 2$' "$T/m.fresh" ||

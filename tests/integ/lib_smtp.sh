@@ -159,6 +159,8 @@ smtp_conf() {
 		"smtpd_auth_file = $T/passwd"
 		"dkim_sign = signed.example rsa1 $KDIR/rsa1.pem"
 		"dkim_sign = signed.example ed1 $KDIR/ed1.pem"
+		# these scenarios look at what was accepted: keep it in the queue
+		"defer_transports = smtp"
 	)
 	local overridden=" " s name val d out=()
 	for s in "$@"; do

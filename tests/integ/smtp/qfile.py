@@ -53,7 +53,19 @@ def parse(path):
     order = []
     while pos < len(data):
         if end:
-            raise Bad("bytes after the X record")
+            # delivery state: checksummed 'R' records may follow X
+            # (queue.h); a torn last one is ignored
+            if data[pos:pos + 1] != b"R" or pos + 5 > len(data):
+                raise Bad("bytes after the X record")
+            (ln,) = struct.unpack_from("<I", data, pos + 1)
+            if pos + 5 + ln > len(data):
+                break
+            if ln < 8 or hashlib.sha256(data[pos:pos + 5 + ln - 8]).digest()[:8] != data[pos + 5 + ln - 8:pos + 5 + ln]:
+                if pos + 5 + ln == len(data):
+                    break
+                raise Bad("bad R record at %d" % pos)
+            pos += 5 + ln
+            continue
         if pos + 5 > len(data):
             raise Bad("truncated record header at %d" % pos)
         t = data[pos:pos + 1]
