@@ -11,14 +11,42 @@
  * The scan for the next byte that needs attention ("interesting": CR, TAB,
  * or a SP followed by WSP or CR) is the only hot loop.  It has a scalar, an
  * SSE4.2-level and an AVX2 version, chosen at run time from the CPU's
- * features; tests and the fuzzer check every version against the reference
- * canonicalizer at the bottom of this file.
+ * features.  On CPUs with AVX-512 VBMI2 the relaxed body takes another road
+ * (rx_update): no stops at all, each 64-byte block is compacted into a
+ * staging buffer that the sink gets in large pieces.  Tests and the fuzzer
+ * check every version against the reference canonicalizer at the bottom of
+ * this file.
  */
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dkim/dkim_int.h"
+
+/* ---- output ----------------------------------------------------------- */
+
+static const char crlfs[] = "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n";
+
+static void
+emit(struct dkim_bodycanon *bc, const char *p, size_t len)
+{
+	if (len == 0)
+		return;
+	bc->out_len += len;
+	bc->sink(bc->arg, p, len);
+}
+
+/* emit_crlfs - n deferred empty lines. */
+static void
+emit_crlfs(struct dkim_bodycanon *bc, unsigned n)
+{
+	while (n > 0) {
+		unsigned k = n > 16 ? 16 : n;
+
+		emit(bc, crlfs, 2 * (size_t)k);
+		n -= k;
+	}
+}
 
 /* ---- scanners -------------------------------------------------------- */
 
@@ -258,6 +286,201 @@ scan_fill_avx2_s(struct scan *sc, size_t base)
 {
 	scan_fill_with(sc, base, 0, classify_avx2);
 }
+
+/* ---- AVX-512 relaxed body: compaction into a staging buffer ------------ */
+
+/*
+ * Relaxed canonicalization never changes CR or LF bytes; it only deletes WSP
+ * (all of a run before CRLF, all but the first of any other run), turns the
+ * TAB that is kept into SP, and drops empty lines at the end.  So instead of
+ * stopping at each edit, every 64-byte block is turned into a keep mask and
+ * its kept bytes are compacted (vpcompressb) into a staging buffer, which the
+ * sink gets in large pieces.  Only one bit of state crosses a block: "pw",
+ * the previous block ended inside a WSP run, whose bytes (the first one too)
+ * were all dropped because its fate was not known yet; a SP is put in front
+ * of the block when the run turns out to be followed by content.
+ *
+ * Empty lines are copied like any other line.  When the staging buffer is
+ * handed to the sink, the CRLFs that end it after the last line with content
+ * are held back as bc->pending_crlf instead: in canonical output a CRLF
+ * always ends a line (a CR before LF ends the line in the input, and WSP
+ * deletion never makes a CR meet an LF), so "\r\n\r\n" at the end means
+ * an empty last line (and a CR at the end of a full staging buffer may be
+ * the start of one, so it moves on to the next).  The staging buffer starts
+ * with two bytes of context: CRLF when the output so far ends at a line
+ * boundary.
+ *
+ * At the chunk edges: a CR that is the chunk's last byte waits in
+ * bc->pend_cr (CRLF or bare CR decides whether a WSP run before it is
+ * trailing) and is put back in front of the next chunk; the last block is
+ * padded with SP, so that a run reaching the end of the chunk stays pending.
+ */
+#define RX_STAGE 8192          /* staged output handed to the sink at once */
+#define RX_TARGET "avx512f,avx512bw,avx512vbmi2,bmi,bmi2,popcnt"
+
+/* one block of 64 bytes and its classes (bit k for byte k) */
+struct rx_blk {
+	__m512i v;
+	uint64_t w, cr, lf;   /* SP or TAB; CR; LF */
+	__mmask64 tab;
+};
+
+static inline __attribute__((always_inline, target(RX_TARGET))) void
+rx_classify(const unsigned char *q, struct rx_blk *b)
+{
+	b->v = _mm512_loadu_si512((const void *)q);
+	b->tab = _mm512_cmpeq_epi8_mask(b->v, _mm512_set1_epi8('\t'));
+	b->w = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(b->v, _mm512_set1_epi8(' ')) | b->tab);
+	b->cr = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(b->v, _mm512_set1_epi8('\r')));
+	b->lf = _cvtmask64_u64(_mm512_cmpeq_epi8_mask(b->v, _mm512_set1_epi8('\n')));
+}
+
+/*
+ * rx_block - canonicalize block b to out; nlf: is the byte after it LF (it
+ * tells whether a CR at byte 63 ends the line)?  Returns the new end of the
+ * output.  Writes up to 65 bytes at out and may scribble on 64 more.
+ */
+static inline __attribute__((always_inline, target(RX_TARGET))) unsigned char *
+rx_block(const struct rx_blk *b, uint64_t nlf, unsigned char *out, uint64_t *pw)
+{
+	const uint64_t w = b->w;
+	uint64_t e, r, a, kept, la, keep, ins;
+	__m512i v;
+
+	/* e: CRs that end a line */
+	e = b->cr & (b->lf >> 1 | nlf << 63);
+	/* r: runs starting in this block; a: the byte after each that ends here */
+	r = w & ~(w << 1 | *pw);
+	a = (w + r) & ~w;
+	/*
+	 * The k-th bit of a ends the run that the k-th bit of r starts (a run
+	 * reaching bit 63 has none).  A run keeps its first byte, as SP, when
+	 * its next byte is not a line-ending CR.
+	 */
+	kept = _pdep_u64(_pext_u64(~e, a), r);
+	/* the run pending from the last block: SP unless it ends the line */
+	la = (w + 1) & ~w;
+	ins = *pw & ((la & ~e) != 0);
+	keep = ~w | kept;
+	v = _mm512_mask_mov_epi8(b->v, b->tab, _mm512_set1_epi8(' '));
+	*out = ' ';
+	out += ins;
+	_mm512_storeu_si512((void *)out, _mm512_maskz_compress_epi8(_cvtu64_mask64(keep), v));
+	*pw = w >> 63;
+	return out + __builtin_popcountll(keep);
+}
+
+/* rx_one - the 64 bytes at q; q[64] must be readable. */
+static inline __attribute__((always_inline, target(RX_TARGET))) unsigned char *
+rx_one(const unsigned char *q, unsigned char *out, uint64_t *pw)
+{
+	struct rx_blk b;
+
+	rx_classify(q, &b);
+	return rx_block(&b, q[64] == '\n', out, pw);
+}
+
+/* rx_tail - the last m (<= 64) bytes of the chunk at v. */
+static inline __attribute__((always_inline, target(RX_TARGET))) unsigned char *
+rx_tail(struct dkim_bodycanon *bc, const unsigned char *v, size_t m,
+    unsigned char *out, uint64_t *pw)
+{
+	unsigned char pad[65];
+
+	if (v[m - 1] == '\r') {
+		bc->pend_cr = 1;
+		m--;
+	}
+	if (m == 0)
+		return out;
+	memset(pad, ' ', sizeof(pad));
+	memcpy(pad, v, m);
+	out = rx_one(pad, out, pw);
+	*pw = v[m - 1] == ' ' || v[m - 1] == '\t';
+	return out;
+}
+
+/*
+ * rx_flush - hand the staged output st[2, n) to the sink, all but the empty
+ * lines at its end, which join bc->pending_crlf; st[0, 2) become the last two
+ * bytes of the output so far.  In the middle of a chunk (mid), a CR at the
+ * end may be the first half of an empty line's CRLF: it stays, as the first
+ * byte of the next stage.  Returns where the next output goes.
+ */
+static unsigned char *
+rx_flush(struct dkim_bodycanon *bc, unsigned char *st, size_t n, int mid)
+{
+	const int cr = mid && n > 2 && st[n - 1] == '\r';
+	size_t k = n - (size_t)cr;
+	unsigned t = 0;
+
+	while (k >= 4 && st[k - 2] == '\r' && st[k - 1] == '\n' &&
+	    st[k - 4] == '\r' && st[k - 3] == '\n') {
+		k -= 2;
+		t++;
+	}
+	if (k > 2) {
+		emit_crlfs(bc, bc->pending_crlf);
+		bc->pending_crlf = 0;
+		emit(bc, (const char *)st + 2, k - 2);
+	}
+	bc->pending_crlf += t;
+	st[0] = st[k - 2];
+	st[1] = st[k - 1];
+	st[2] = '\r';
+	return st + 2 + cr;
+}
+
+__attribute__((target(RX_TARGET))) static void
+rx_update(struct dkim_bodycanon *bc, const unsigned char *p, size_t len)
+{
+	unsigned char st[2 + RX_STAGE + 512];
+	unsigned char *out = st + 2;
+	uint64_t pw = bc->pend_wsp;
+	size_t i = 0;
+
+	if (len == 0)
+		return;
+	st[0] = bc->line_start ? '\r' : '\0';
+	st[1] = bc->line_start ? '\n' : '\0';
+	if (bc->pend_cr) {
+		/* the CR held back from the last chunk comes first */
+		unsigned char tmp[65];
+
+		bc->pend_cr = 0;
+		tmp[0] = '\r';
+		if (len >= 64) {
+			memcpy(tmp + 1, p, 64);
+			out = rx_one(tmp, out, &pw);
+			i = 63;
+		} else {
+			memcpy(tmp + 1, p, len);
+			out = rx_tail(bc, tmp, len + 1, out, &pw);
+			i = len;
+		}
+	}
+	/* two blocks a turn: the second one's LF mask serves the first */
+	while (len - i > 128) {
+		struct rx_blk b0, b1;
+
+		rx_classify(p + i, &b0);
+		rx_classify(p + i + 64, &b1);
+		out = rx_block(&b0, b1.lf & 1, out, &pw);
+		out = rx_block(&b1, p[i + 128] == '\n', out, &pw);
+		i += 128;
+		if ((size_t)(out - st) >= 2 + RX_STAGE)
+			out = rx_flush(bc, st, (size_t)(out - st), 1);
+	}
+	if (len - i > 64) {
+		out = rx_one(p + i, out, &pw);
+		i += 64;
+	}
+	if (i < len)
+		out = rx_tail(bc, p + i, len - i, out, &pw);
+	(void)rx_flush(bc, st, (size_t)(out - st), 0);
+	bc->pend_wsp = (unsigned char)pw;
+	bc->line_start = st[0] == '\r' && st[1] == '\n';
+}
 #endif
 
 /* scan_next - the first interesting byte at or after i, or len. */
@@ -295,6 +518,10 @@ simd_best(void)
 {
 #ifdef HAVE_X86
 	__builtin_cpu_init();
+	if (__builtin_cpu_supports("avx512bw") &&
+	    __builtin_cpu_supports("avx512vbmi2") &&
+	    __builtin_cpu_supports("bmi2"))
+		return DKIM_SIMD_AVX512;
 	if (__builtin_cpu_supports("avx2"))
 		return DKIM_SIMD_AVX2;
 	if (__builtin_cpu_supports("sse4.2"))
@@ -324,6 +551,8 @@ dkim_simd_name(enum dkim_simd level)
 		return "sse4.2";
 	case DKIM_SIMD_AVX2:
 		return "avx2";
+	case DKIM_SIMD_AVX512:
+		return "avx512";
 	default:
 		return "auto";
 	}
@@ -335,6 +564,7 @@ scan_filler(enum dkim_simd level, int relaxed)
 {
 	switch (level) {
 #ifdef HAVE_X86
+	case DKIM_SIMD_AVX512:  /* relaxed runs rx_update; simple scans */
 	case DKIM_SIMD_AVX2:
 		return relaxed ? scan_fill_avx2_r : scan_fill_avx2_s;
 	case DKIM_SIMD_SSE42:
@@ -346,29 +576,6 @@ scan_filler(enum dkim_simd level, int relaxed)
 }
 
 /* ---- streaming body canonicalizer ------------------------------------ */
-
-static const char crlfs[] = "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n";
-
-static void
-emit(struct dkim_bodycanon *bc, const char *p, size_t len)
-{
-	if (len == 0)
-		return;
-	bc->out_len += len;
-	bc->sink(bc->arg, p, len);
-}
-
-/* emit_crlfs - n deferred empty lines. */
-static void
-emit_crlfs(struct dkim_bodycanon *bc, unsigned n)
-{
-	while (n > 0) {
-		unsigned k = n > 16 ? 16 : n;
-
-		emit(bc, crlfs, 2 * (size_t)k);
-		n -= k;
-	}
-}
 
 void
 dkim_bodycanon_init(struct dkim_bodycanon *bc, enum dkim_canon canon,
@@ -401,6 +608,12 @@ dkim_bodycanon_update(struct dkim_bodycanon *bc, const char *cp, size_t len)
 	size_t i = 0, span = 0, hold = 0;
 	int exact = 0, cr_here = 0;
 
+#ifdef HAVE_X86
+	if (relaxed && bc->simd == DKIM_SIMD_AVX512) {
+		rx_update(bc, p, len);
+		return;
+	}
+#endif
 	/* the first window is classified when the scanner first runs */
 	sc.p = p;
 	sc.len = len;

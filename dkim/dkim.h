@@ -62,11 +62,18 @@ int dkim_canon_parse(const char *s, enum dkim_canon *hc, enum dkim_canon *bc);
 
 /* ---- CPU dispatch for the body canonicalizer ---------------------------- */
 
-enum dkim_simd { DKIM_SIMD_SCALAR, DKIM_SIMD_SSE42, DKIM_SIMD_AVX2, DKIM_SIMD_AUTO };
+enum dkim_simd {
+	DKIM_SIMD_SCALAR,
+	DKIM_SIMD_SSE42,
+	DKIM_SIMD_AVX2,
+	DKIM_SIMD_AVX512,  /* AVX-512BW + VBMI2 + BMI2: relaxed body by compaction */
+	DKIM_SIMD_AUTO
+};
 
 /*
  * dkim_simd_set - choose the scanner the relaxed body canonicalizer uses;
- * DKIM_SIMD_AUTO picks the best the CPU has.  A level the CPU lacks falls back
+ * DKIM_SIMD_AUTO picks the best the CPU has.  The levels are ordered: every
+ * level from DKIM_SIMD_SCALAR up to (not including) DKIM_SIMD_AUTO is valid.  A level the CPU lacks falls back
  * to the best it has.  Returns the level now in force.  For tests and
  * benchmarks; the default is AUTO.  Not thread-safe: call before signing.
  */
@@ -78,7 +85,8 @@ const char *dkim_simd_name(enum dkim_simd level);
 /*
  * A body canonicalizer turns raw body bytes (fed in chunks split anywhere)
  * into canonical bytes delivered to a sink.  The sink may be called with
- * pointers into the caller's input; it must consume them before returning.
+ * pointers into the caller's input or into the canonicalizer's own buffers;
+ * it must consume them before returning.
  */
 typedef void (*dkim_sink_cb)(void *arg, const char *p, size_t len);
 

@@ -1457,6 +1457,8 @@ main(int argc, char **argv)
 			dkim_simd_set(DKIM_SIMD_SSE42);
 		else if (strcmp(simd, "avx2") == 0)
 			dkim_simd_set(DKIM_SIMD_AVX2);
+		else if (strcmp(simd, "avx512") == 0)
+			dkim_simd_set(DKIM_SIMD_AVX512);
 	}
 
 	if (argc >= 3 && strcmp(argv[1], "-c") == 0) {

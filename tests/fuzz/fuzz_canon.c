@@ -3,11 +3,12 @@
  *
  * The input is a message body; its first bytes also choose where the body is
  * cut into chunks.  For both body canonicalizations and for every scanner
- * level (scalar, SSE4.2, AVX2) the chunks go through struct dkim_bodycanon
- * into a sink that appends to a buffer, and the result must equal what the
- * whole-buffer reference canonicalizer dkim_canon_body_ref() produces; any
- * difference is an abort().  Each chunk is copied into a buffer of its exact
- * size, so a scanner reading past the end of what it was given trips ASan.
+ * level (scalar, SSE4.2, AVX2, AVX-512) the chunks go through struct
+ * dkim_bodycanon into a sink that appends to a buffer, and the result must
+ * equal what the whole-buffer reference canonicalizer dkim_canon_body_ref()
+ * produces; any difference is an abort().  Each chunk is copied into a
+ * buffer of its exact size, so a scanner reading past the end of what it was
+ * given trips ASan.
  * Short inputs are also fed split at every position, and byte by byte.
  */
 #include <stdint.h>
@@ -31,7 +32,7 @@ struct sinkbuf {
 };
 
 static const enum dkim_simd simd_levels[] = {
-	DKIM_SIMD_SCALAR, DKIM_SIMD_SSE42, DKIM_SIMD_AVX2,
+	DKIM_SIMD_SCALAR, DKIM_SIMD_SSE42, DKIM_SIMD_AVX2, DKIM_SIMD_AVX512,
 };
 
 static const enum dkim_canon canons[] = {
