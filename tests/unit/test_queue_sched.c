@@ -409,6 +409,12 @@ TEST(queue_sched_deferred)
 	spool_msg(e.dir, "s@src.test", "tmp@x.test,ok@y.test", 0, id);
 	snprintf(path, sizeof(path), "%s/active/%s", e.dir, id);
 	e.f.tmp_left = 2;
+	/*
+	 * Times have whole seconds: with a 1 s backoff a retry may come at
+	 * once when the first try ends just before a second ticks over, so
+	 * use 2 s (next try 1 to 2 s later) and then 4 s.
+	 */
+	e.cfg.minimal_backoff_time = 2;
 	start(&e);
 	RUN_UNTIL(&e, e.f.njobs >= 2, 5000);
 	run_for(&e, 100);
@@ -418,21 +424,21 @@ TEST(queue_sched_deferred)
 	T_EQ(st[1].state, QUEUE_RCPT_SENT);
 	T_EQ(st[0].state, QUEUE_RCPT_PENDING);
 	T_EQ(st[0].attempts, 1);
-	T_EQ(st[0].next_try, st[0].last_try + 1);
+	T_EQ(st[0].next_try, st[0].last_try + 2);
 	T_STREQ(st[0].reason, "451 4.3.0 try later");
 	queue_status_free(st, 2);
-	RUN_UNTIL(&e, e.f.njobs == 3, 3000);
+	RUN_UNTIL(&e, e.f.njobs == 3, 4000);
 	T_EQ(e.f.jobs[2].attempt, 2);
 	T_STREQ(e.f.jobs[2].domain, "x.test");
 	run_for(&e, 100);
 	T_OK(queue_file_status(path, 2, &st));
 	T_EQ(st[0].attempts, 2);
-	T_EQ(st[0].next_try, st[0].last_try + 2);
-	T_TRUE(e.f.jobs[2].t >= st[0].last_try - 2);
+	T_EQ(st[0].next_try, st[0].last_try + 4);
+	T_TRUE(e.f.jobs[2].t >= st[0].last_try - 4);
 	queue_status_free(st, 2);
-	RUN_UNTIL(&e, e.f.njobs == 4, 4000);
+	RUN_UNTIL(&e, e.f.njobs == 4, 6000);
 	T_EQ(e.f.jobs[3].attempt, 3);
-	T_TRUE(e.f.jobs[3].t >= e.f.jobs[2].t + 2);
+	T_TRUE(e.f.jobs[3].t >= e.f.jobs[2].t + 4);
 	RUN_UNTIL(&e, active_count(&e) == 0, 3000);
 	T_TRUE(!exists(e.dir, "active", id));
 	teardown(&e);
