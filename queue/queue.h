@@ -97,6 +97,7 @@ enum queue_event {
 	QUEUE_EV_RCPT_BOUNCED,    /* value: recipients of one job bounced (expiry too) */
 	QUEUE_EV_MSG_DONE,        /* value: seconds from arrival to removal */
 	QUEUE_EV_MARK_ERROR,      /* value: 1, delivery state not recorded */
+	QUEUE_EV_MSG_DELETED,     /* value: 1 per message removed by queue_sched_delete */
 };
 
 struct queue_config {

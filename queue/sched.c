@@ -1263,6 +1263,7 @@ queue_sched_delete(struct queue_sched *qs, const char *id)
 		return rc;
 	}
 	queue__logf(qs->cfg.log, qs->cfg.arg, LOG_DEBUG, "%s: deleted", m->id);
+	sched_event(qs, QUEUE_EV_MSG_DELETED, 1);
 	msg_drop(qs, m);
 	if (!qs->stopping)
 		timer_arm(qs);

@@ -44,6 +44,7 @@ struct relay_job {
 	size_t hi, ai;                     /* next host, next address */
 	struct queue_result *res;
 	char **reason;                     /* per recipient, malloc'd */
+	struct smtp_delivery d;            /* the client keeps &d until its callback */
 	char relay[SMTP_NEXTHOP_NAMELEN + 64];
 	char tls[32];
 	char last[1200];                   /* why the last address did not work */
@@ -171,7 +172,6 @@ static void
 job_try_next(struct relay_job *j)
 {
 	const struct relay_config *cfg = j->ag->cfg;
-	struct smtp_delivery d;
 	int rc;
 
 	while (j->hi < j->hop.nhops) {
@@ -184,24 +184,24 @@ job_try_next(struct relay_job *j)
 			j->ai = 0;
 			continue;
 		}
-		memset(&d, 0, sizeof(d));
-		d.addr = (const struct sockaddr *)&h->addrs[j->ai++];
-		d.host = h->host;
-		d.helo = cfg->helo_name;
-		d.tls = cfg->smtp_tls_security_level == RELAY_TLS_NONE ? SMTP_TLS_NONE :
+		memset(&j->d, 0, sizeof(j->d));
+		j->d.addr = (const struct sockaddr *)&h->addrs[j->ai++];
+		j->d.host = h->host;
+		j->d.helo = cfg->helo_name;
+		j->d.tls = cfg->smtp_tls_security_level == RELAY_TLS_NONE ? SMTP_TLS_NONE :
 		    cfg->smtp_tls_security_level == RELAY_TLS_ENCRYPT ?
 		    SMTP_TLS_ENCRYPT : SMTP_TLS_MAY;
-		d.tls_ctx = j->ag->tls;
-		d.path = j->job->path;
-		d.qf = &j->qf;
-		d.rcpt = j->rcpt;
-		d.nrcpt = j->job->nrcpt;
-		d.timeouts.connect_ms = cfg->smtp_connect_timeout * 1000;
-		d.timeouts.greeting_ms = cfg->smtp_helo_timeout * 1000;
-		d.timeouts.dot_ms = cfg->smtp_data_done_timeout * 1000;
-		d.log = relay_log_hook;
-		addr_str(h->host, d.addr, j->relay, sizeof(j->relay));
-		if ((rc = smtp_client_deliver(j->ag->loop, &d, on_delivered, j)) == 0)
+		j->d.tls_ctx = j->ag->tls;
+		j->d.path = j->job->path;
+		j->d.qf = &j->qf;
+		j->d.rcpt = j->rcpt;
+		j->d.nrcpt = j->job->nrcpt;
+		j->d.timeouts.connect_ms = cfg->smtp_connect_timeout * 1000;
+		j->d.timeouts.greeting_ms = cfg->smtp_helo_timeout * 1000;
+		j->d.timeouts.dot_ms = cfg->smtp_data_done_timeout * 1000;
+		j->d.log = relay_log_hook;
+		addr_str(h->host, j->d.addr, j->relay, sizeof(j->relay));
+		if ((rc = smtp_client_deliver(j->ag->loop, &j->d, on_delivered, j)) == 0)
 			return;
 		snprintf(j->last, sizeof(j->last), "%s: %s", j->relay, uv_strerror(rc));
 	}

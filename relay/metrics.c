@@ -340,6 +340,9 @@ relay_metrics_queue_event(void *arg, enum queue_event ev, double value)
 	case QUEUE_EV_MARK_ERROR:
 		atomic_fetch_add(&m_mark_errors, 1);
 		break;
+	case QUEUE_EV_MSG_DELETED:
+		atomic_fetch_sub(&m_queue_messages, 1);
+		break;
 	}
 }
 
