@@ -113,6 +113,7 @@ $(BUILD)/bench_dkim: $(call obj,perf/bench_dkim.c) $(DKIM_OBJS)
 bench: deps $(BUILD)/bench_dkim all
 	@perf/run.sh $(BUILD)
 	@perf/bench_smtp.sh $(BIN)
+	@perf/bench_delivery.sh $(BIN)
 
 # the DKIM engine part alone (about 30 s)
 bench-dkim: deps $(BUILD)/bench_dkim

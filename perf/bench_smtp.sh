@@ -51,14 +51,10 @@ IDLE=${BENCH_IDLE_CONNS:-10000}
 # BENCH_SMTP_SOURCE_OPTS= (empty) for one connection per message.
 SRCOPTS=${BENCH_SMTP_SOURCE_OPTS--d}
 
-die() {
-	echo "bench_smtp: $*" >&2
-	exit 1
-}
+BENCH_NAME=bench_smtp
+. "$ROOT/perf/lib_bench.sh"
 for c in "$SIGNET" "$CTL"; do [ -x "$c" ] || die "$c not built (make BIN=... all)"; done
-for c in smtp-source postfix postcat opendkim curl "$PY" ss; do
-	command -v "$c" >/dev/null 2>&1 || die "missing $c (Debian packages: postfix opendkim curl python3 iproute2)"
-done
+need_cmds smtp-source postfix postcat opendkim curl "$PY" ss
 [ "$(id -u)" = 0 ] || die "run as root (the private Postfix instance needs it)"
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/signet-bench.XXXXXX") || die "mktemp"
@@ -68,26 +64,11 @@ SIGNET_PID="" IDLE_PID="" OPENDKIM_PID="" PF_STARTED=0
 cleanup() {
 	[ -n "$IDLE_PID" ] && kill -TERM "$IDLE_PID" 2>/dev/null
 	[ -n "$SIGNET_PID" ] && kill -TERM "$SIGNET_PID" 2>/dev/null
-	if [ "$PF_STARTED" = 1 ]; then
-		postfix -c "$W/pf/etc" stop >/dev/null 2>&1
-		# the master exits within a few seconds; make sure
-		local i=0 mp
-		mp=$(head -n 1 "$W/pf/queue/pid/master.pid" 2>/dev/null | tr -d ' ')
-		while [ -n "$mp" ] && kill -0 "$mp" 2>/dev/null && [ $i -lt 50 ]; do
-			sleep 0.1
-			i=$((i + 1))
-		done
-		[ -n "$mp" ] && kill -0 "$mp" 2>/dev/null && postfix -c "$W/pf/etc" abort >/dev/null 2>&1
-	fi
+	[ "$PF_STARTED" = 1 ] && pf_stop "$W/pf"
 	[ -n "$OPENDKIM_PID" ] && kill -TERM "$OPENDKIM_PID" 2>/dev/null
 	local p
 	for p in $IDLE_PID $SIGNET_PID $OPENDKIM_PID; do
-		local i=0
-		while kill -0 "$p" 2>/dev/null && [ $i -lt 100 ]; do
-			sleep 0.1
-			i=$((i + 1))
-		done
-		kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+		stop_pid "$p"
 	done
 	if [ "${BENCH_KEEP:-0}" = 1 ]; then
 		echo "kept $W"
@@ -98,26 +79,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-ports=$("$PY" -c '
-import socket
-ss = [socket.socket() for _ in range(5)]
-for s in ss: s.bind(("127.0.0.1", 0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
-set -- $ports
+set -- $(free_ports 5)
 PORT=$1 ADMIN=$2 PFPORT=$3 MILTER=$4 SPARE=$5
 
-wait_port() {
-	local i=0
-	while [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; do
-		[ $i -ge $((${2:-15} * 10)) ] && return 1
-		sleep 0.1
-		i=$((i + 1))
-	done
-}
-now() { date +%s.%N; }
-calc() { awk "BEGIN { printf \"$1\", $2 }"; }
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 metrics() { curl -fsS --max-time 10 "http://127.0.0.1:$ADMIN/metrics" -o "$1" || die "GET /metrics"; }
 mx() { "$PY" "$HERE/metrics.py" "$@"; }
 
@@ -231,18 +195,12 @@ if [ "${BENCH_SKIP_POSTFIX:-0}" != 1 ]; then
 	echo
 	echo "== postfix $(postconf -d -h mail_version 2>/dev/null) + $(opendkim -V 2>&1 | head -n 1 | sed 's/.*Filter /opendkim /'): smtp-source $SRCOPTS -s $SESSIONS -m $NPF -l $SIZE"
 	P=$W/pf
-	mkdir -p "$P/etc" "$P/queue" "$P/data"
-	chown postfix "$P/data"
-	sed "s|@DIR@|$P|g; s|@MILTER@|$MILTER|g" "$HERE/postfix-main.cf" >"$P/etc/main.cf"
-	sed "s|@LISTEN@|127.0.0.1:$PFPORT|" "$HERE/postfix-master.cf" >"$P/etc/master.cf"
-	sed "s|@DIR@|$W|g; s|@PORT@|$MILTER|g" "$HERE/opendkim.conf" >"$W/opendkim.conf"
-	opendkim -f -x "$W/opendkim.conf" >"$W/opendkim.log" 2>&1 &
+	pf_configure "$P" "$MILTER" "127.0.0.1:$PFPORT"
+	opendkim -f -x "$P/opendkim.conf" >"$W/opendkim.log" 2>&1 &
 	OPENDKIM_PID=$!
 	wait_port "$MILTER" 15 || { cat "$W/opendkim.log"; die "opendkim did not start"; }
-	# postfix logs its own errors to syslog or a tty only: give it a tty
-	script -qc "postfix -c $P/etc start" /dev/null >"$W/postfix-start.log" 2>&1
-	PF_STARTED=1
-	wait_port "$PFPORT" 20 || { cat "$W/postfix-start.log" "$P/maillog" 2>/dev/null | tail -20; die "postfix did not start"; }
+	pf_start "$P"
+	wait_port "$PFPORT" 20 || { cat "$P/postfix-start.log" "$P/maillog" 2>/dev/null | tail -20; die "postfix did not start"; }
 	pfcount() { find "$P/queue/incoming" "$P/queue/active" "$P/queue/deferred" "$P/queue/hold" -type f 2>/dev/null | wc -l; }
 	smtp-source -s 10 -m 200 -l "$SIZE" -M bench.test -f a@bench.example -t b@rcpt.example "127.0.0.1:$PFPORT" ||
 		die "smtp-source warm-up against postfix failed"
