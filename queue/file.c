@@ -8,7 +8,9 @@
  * of queue.h (magic, version, E M* S? X in that order, X last and 32 bytes)
  * and, when asked, hashes every byte before the X record and compares.
  * Message bytes are streamed to a callback or skipped with lseek, never
- * loaded whole, so a 50 MB message costs 64 KiB of memory.
+ * loaded whole, so a 50 MB message costs 64 KiB of memory.  The
+ * resumable reader (queue_reader_*) walks the same framing one step per
+ * call, for the delivery client's thread-pool reads.
  *
  * After X come the 'R' records of issue 4 (delivery state).  Each carries
  * its own short digest.  The walker reads them all; a damaged tail is
@@ -520,6 +522,242 @@ queue_file_free(struct queue_file *qf)
 	queue_envelope_free(&qf->env);
 	free(qf->sig);
 	memset(qf, 0, sizeof(*qf));
+}
+
+/* ---- resumable reader ---------------------------------------------------- */
+
+/*
+ * The same framing as qf_walk_fd, turned inside out: the walk's position
+ * lives in struct queue_reader so that each queue_reader_read can return
+ * as soon as it has message bytes, and the digest is kept across calls.
+ */
+enum qr_state { QR_MAGIC, QR_REC, QR_MSG, QR_END, QR_ERR };
+
+struct queue_reader {
+	int fd;
+	EVP_MD_CTX *md;
+	enum qr_state state;
+	enum { QR_WANT_E, QR_WANT_MSX, QR_WANT_X } want;
+	uint64_t left;          /* payload bytes left in the current 'M' */
+	long err;               /* sticky, with QR_ERR */
+	size_t rpos, wpos;
+	unsigned char buf[QF_BUF];
+};
+
+/* qr_fill - one read when buf is used up: 0, 1 at EOF, -errno. */
+static int
+qr_fill(struct queue_reader *r)
+{
+	ssize_t n;
+
+	if (r->rpos < r->wpos)
+		return 0;
+	r->rpos = r->wpos = 0;
+	do
+		n = read(r->fd, r->buf, sizeof(r->buf));
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return -errno;
+	if (n == 0)
+		return 1;
+	r->wpos = (size_t)n;
+	return 0;
+}
+
+/*
+ * qr_take - consume n framing bytes: hashed if hash, copied to dst if not
+ * NULL.  A file that ends first is truncated: -EINVAL.
+ */
+static int
+qr_take(struct queue_reader *r, void *dst, size_t n, int hash)
+{
+	unsigned char *d = dst;
+	size_t k;
+	int rc;
+
+	while (n > 0) {
+		if ((rc = qr_fill(r)) != 0)
+			return rc > 0 ? -EINVAL : rc;
+		k = r->wpos - r->rpos;
+		if (k > n)
+			k = n;
+		if (hash && !EVP_DigestUpdate(r->md, r->buf + r->rpos, k))
+			return -ENOMEM;
+		if (d != NULL) {
+			memcpy(d, r->buf + r->rpos, k);
+			d += k;
+		}
+		r->rpos += k;
+		n -= k;
+	}
+	return 0;
+}
+
+/* qr_fail - make err sticky and return it. */
+static long
+qr_fail(struct queue_reader *r, long err)
+{
+	r->state = QR_ERR;
+	r->err = err;
+	return err;
+}
+
+/* qr_record - the next record header and, unless it is 'M', its payload. */
+static long
+qr_record(struct queue_reader *r)
+{
+	unsigned char hdr[QUEUE__REC_HDR], want[QUEUE__SHA_LEN];
+	unsigned char got[EVP_MAX_MD_SIZE];
+	unsigned int glen = 0;
+	uint32_t len;
+	int rc, type;
+
+	/* The X record's own header is not covered by its digest. */
+	if ((rc = qr_take(r, hdr, sizeof(hdr), 0)) != 0)
+		return qr_fail(r, rc);
+	type = hdr[0];
+	len = queue__get_le32(hdr + 1);
+	if (type != QUEUE_REC_END &&
+	    !EVP_DigestUpdate(r->md, hdr, sizeof(hdr)))
+		return qr_fail(r, -ENOMEM);
+	switch (type) {
+	case QUEUE_REC_ENVELOPE:
+		if (r->want != QR_WANT_E || len > QUEUE__MAX_META)
+			return qr_fail(r, -EINVAL);
+		r->want = QR_WANT_MSX;
+		break;
+	case QUEUE_REC_MESSAGE:
+		if (r->want != QR_WANT_MSX)
+			return qr_fail(r, -EINVAL);
+		if ((r->left = len) > 0)
+			r->state = QR_MSG;
+		return 0;
+	case QUEUE_REC_SIGNATURE:
+		if (r->want != QR_WANT_MSX || len > QUEUE__MAX_META)
+			return qr_fail(r, -EINVAL);
+		r->want = QR_WANT_X;
+		break;
+	case QUEUE_REC_END:
+		if (r->want == QR_WANT_E || len != QUEUE__SHA_LEN)
+			return qr_fail(r, -EINVAL);
+		if ((rc = qr_take(r, want, sizeof(want), 0)) != 0)
+			return qr_fail(r, rc);
+		if (!EVP_DigestFinal_ex(r->md, got, &glen))
+			return qr_fail(r, -ENOMEM);
+		if (glen != QUEUE__SHA_LEN || CRYPTO_memcmp(want, got, glen) != 0)
+			return qr_fail(r, -EINVAL);
+		r->state = QR_END;
+		return 0;
+	default:
+		return qr_fail(r, -EINVAL);
+	}
+	/* 'E' and 'S' are hashed and skipped: delivery has them already. */
+	if ((rc = qr_take(r, NULL, len, 1)) != 0)
+		return qr_fail(r, rc);
+	return 0;
+}
+
+int
+queue_reader_open(const char *path, struct queue_reader **out)
+{
+	struct queue_reader *r;
+	int rc;
+
+	*out = NULL;
+	if ((r = malloc(sizeof(*r))) == NULL)
+		return -ENOMEM;
+	memset(r, 0, offsetof(struct queue_reader, buf));
+	if ((r->md = EVP_MD_CTX_new()) == NULL ||
+	    !EVP_DigestInit_ex(r->md, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(r->md);
+		free(r);
+		return -ENOMEM;
+	}
+	if ((r->fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		rc = -errno;
+		EVP_MD_CTX_free(r->md);
+		free(r);
+		return rc;
+	}
+	r->state = QR_MAGIC;
+	*out = r;
+	return 0;
+}
+
+/*
+ * queue_reader_read - framing until there are message bytes; those come
+ * from what the buffer holds, or (when the caller's buffer is at least as
+ * big as ours) straight from one read(2) into it.
+ */
+long
+queue_reader_read(struct queue_reader *r, char *buf, size_t cap)
+{
+	unsigned char hdr[QUEUE__HDR_LEN];
+	ssize_t n;
+	size_t k;
+	long rc;
+
+	if (cap == 0)
+		return -EINVAL;
+	for (;;) {
+		switch (r->state) {
+		case QR_END:
+			return 0;
+		case QR_ERR:
+			return r->err;
+		case QR_MAGIC:
+			if ((rc = qr_take(r, hdr, sizeof(hdr), 1)) != 0)
+				return qr_fail(r, rc);
+			if (memcmp(hdr, QUEUE__MAGIC, QUEUE__MAGIC_LEN) != 0 ||
+			    queue__get_le32(hdr + QUEUE__MAGIC_LEN) !=
+			    QUEUE_VERSION)
+				return qr_fail(r, -EINVAL);
+			r->state = QR_REC;
+			break;
+		case QR_REC:
+			if ((rc = qr_record(r)) != 0)
+				return rc;
+			break;
+		case QR_MSG:
+			k = cap;
+			if (k > r->left)
+				k = (size_t)r->left;
+			if (r->rpos < r->wpos) {
+				if (k > r->wpos - r->rpos)
+					k = r->wpos - r->rpos;
+				memcpy(buf, r->buf + r->rpos, k);
+				r->rpos += k;
+			} else if (cap >= sizeof(r->buf)) {
+				do
+					n = read(r->fd, buf, k);
+				while (n < 0 && errno == EINTR);
+				if (n < 0)
+					return qr_fail(r, -errno);
+				if (n == 0)
+					return qr_fail(r, -EINVAL);
+				k = (size_t)n;
+			} else {
+				if ((rc = qr_fill(r)) != 0)
+					return qr_fail(r, rc > 0 ? -EINVAL : rc);
+				break;
+			}
+			if (!EVP_DigestUpdate(r->md, buf, k))
+				return qr_fail(r, -ENOMEM);
+			if ((r->left -= k) == 0)
+				r->state = QR_REC;
+			return (long)k;
+		}
+	}
+}
+
+void
+queue_reader_close(struct queue_reader *r)
+{
+	if (r == NULL)
+		return;
+	close(r->fd);
+	EVP_MD_CTX_free(r->md);
+	free(r);
 }
 
 /* ---- delivery state ('R' records) -------------------------------------- */

@@ -363,4 +363,38 @@ int queue_sched_delete(struct queue_sched *qs, const char *id);
 void queue_sched_counts(const struct queue_sched *qs, size_t *active,
     size_t *deferred, size_t *held, time_t *oldest);
 
+
+/* ---- resumable message reader (issue 4) -----------------------------------
+ *
+ * For the delivery client, which must never hold a thread-pool thread while
+ * the network is slow: the message bytes come out a piece at a time, each
+ * call doing a bounded amount of blocking file I/O and returning, so that a
+ * caller can run one call per uv_queue_work and decide between calls
+ * whether it wants more.  A reader belongs to one thread at a time (any
+ * thread; it has no lock).
+ */
+struct queue_reader;
+
+/*
+ * queue_reader_open - open path for reading its message.  No framing is
+ * checked yet (that happens as the bytes are read).  0, or -errno / -ENOMEM.
+ */
+int queue_reader_open(const char *path, struct queue_reader **out);
+/*
+ * queue_reader_read - the next message bytes (the payloads of the 'M'
+ * records, in order; not the envelope or the signature) into buf[0..cap):
+ * their count (> 0, at most cap), or 0 at the end, once the 'X' record's
+ * SHA-256 was found to match every byte before it, or a negative error:
+ * -EINVAL for a damaged or truncated file (bad magic, version, framing, or
+ * digest), -errno on I/O errors, -ENOMEM.  Bytes already returned before a
+ * digest mismatch were not the file's true content: the caller must not
+ * finish with them (no final dot).  The end and errors are sticky.  Each
+ * call reads at most what the records up to the next message bytes need
+ * plus one buffer (64 KiB, or cap when larger); the 'R' records after 'X'
+ * are not read.  cap 0: -EINVAL.
+ */
+long queue_reader_read(struct queue_reader *r, char *buf, size_t cap);
+/* queue_reader_close - close the file and free r.  NULL is a no-op. */
+void queue_reader_close(struct queue_reader *r);
+
 #endif

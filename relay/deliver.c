@@ -11,6 +11,12 @@
  * MAIL with a temporary error; a permanent reply or any per-recipient reply
  * ends the job.  Every recipient gets one log line in Postfix's form and a
  * result for queue_job_done.  Everything runs on the daemon's main loop.
+ *
+ * Connections are cached (smtp_connection_cache_time_limit, as Postfix's
+ * connection cache on demand): after a transaction the client keeps the
+ * session open in the agent's cache, keyed by the job's destination (its
+ * domain, or the relayhost) and the server's address, and the next job for
+ * that destination and address sends MAIL on it at once.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +37,7 @@ struct relay_agent {
 	struct smtp_resolver *res;
 	SSL_CTX *tls;
 	struct queue_spool *spool;         /* where bounces are queued */
+	struct smtp_client_cache *cache;   /* idle outbound connections */
 };
 
 struct relay_job {
@@ -46,6 +53,7 @@ struct relay_job {
 	char **reason;                     /* per recipient, malloc'd */
 	struct smtp_delivery d;            /* the client keeps &d until its callback */
 	char relay[SMTP_NEXTHOP_NAMELEN + 64];
+	char dest[SMTP_NEXTHOP_NAMELEN + 8]; /* the next hop asked for: cache key */
 	char tls[32];
 	char last[1200];                   /* why the last address did not work */
 	uint64_t t0;
@@ -137,6 +145,11 @@ on_delivered(void *arg, const struct smtp_result *r)
 	size_t i;
 	int next;
 
+	if (r->reused) {
+		relay_metrics_connection_cache_hit();
+		relay_log(LOG_DEBUG, "%s: reused connection to %s", j->job->id,
+		    j->relay);
+	}
 	/*
 	 * Another address is worth a try when the session never reached the
 	 * recipients: no connection, or a temporary failure up to MAIL.
@@ -200,6 +213,8 @@ job_try_next(struct relay_job *j)
 		j->d.timeouts.greeting_ms = cfg->smtp_helo_timeout * 1000;
 		j->d.timeouts.dot_ms = cfg->smtp_data_done_timeout * 1000;
 		j->d.log = relay_log_hook;
+		j->d.cache = j->ag->cache;
+		j->d.dest = j->dest;
 		addr_str(h->host, j->d.addr, j->relay, sizeof(j->relay));
 		if ((rc = smtp_client_deliver(j->ag->loop, &j->d, on_delivered, j)) == 0)
 			return;
@@ -260,6 +275,7 @@ relay_agent_deliver(void *arg, struct queue_sched *qs, const struct queue_job *j
 	}
 	j->qf_ok = 1;
 	dest = ag->cfg->relayhost[0] != '\0' ? ag->cfg->relayhost : job->domain;
+	snprintf(j->dest, sizeof(j->dest), "%s", dest);
 	if ((rc = smtp_resolve_nexthop(ag->res, dest, 25, on_route, j)) != 0) {
 		snprintf(why, sizeof(why), "4.3.0 cannot resolve %s: %s", dest,
 		    strerror(-rc));
@@ -306,12 +322,21 @@ relay_agent_bounce(void *arg, const char *id, const char *path,
 	}
 }
 
+/* agent_conn_event - the cache's connection events, for /metrics. */
+static void
+agent_conn_event(void *arg, enum smtp_conn_event ev)
+{
+	(void)arg;
+	relay_metrics_outbound_connections(ev == SMTP_CONN_OPEN ? 1 : -1);
+}
+
 struct relay_agent *
 relay_agent_new(uv_loop_t *loop, const struct relay_config *cfg,
     struct queue_spool *spool)
 {
 	struct relay_agent *ag = relay_xcalloc(1, sizeof(*ag));
 	struct smtp_resolver_opts ro;
+	struct smtp_client_cache_opts co;
 	char servers[1024] = "", err[256];
 	size_t i, n = 0;
 
@@ -335,6 +360,19 @@ relay_agent_new(uv_loop_t *loop, const struct relay_config *cfg,
 		free(ag);
 		return NULL;
 	}
+	memset(&co, 0, sizeof(co));
+	co.idle_ms = cfg->smtp_connection_cache_time_limit * 1000;
+	co.max_conns = cfg->smtp_connection_limit;
+	co.event = agent_conn_event;
+	co.log = relay_log_hook;
+	if (smtp_client_cache_new(loop, &co, &ag->cache) != 0) {
+		relay_log(LOG_ERR, "outbound connection cache: out of memory");
+		if (ag->tls != NULL)
+			SSL_CTX_free(ag->tls);
+		smtp_resolver_free(ag->res);
+		free(ag);
+		return NULL;
+	}
 	return ag;
 }
 
@@ -342,6 +380,8 @@ void
 relay_agent_set_config(struct relay_agent *ag, const struct relay_config *cfg)
 {
 	ag->cfg = cfg;
+	smtp_client_cache_set_idle(ag->cache,
+	    cfg->smtp_connection_cache_time_limit * 1000);
 }
 
 void
@@ -349,6 +389,8 @@ relay_agent_free(struct relay_agent *ag)
 {
 	if (ag == NULL)
 		return;
+	/* idle cached connections close now (no job is running any more) */
+	smtp_client_cache_free(ag->cache);
 	smtp_resolver_free(ag->res);
 	if (ag->tls != NULL)
 		SSL_CTX_free(ag->tls);

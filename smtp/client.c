@@ -8,23 +8,25 @@
  * line-at-a-time parser whose state lives in struct smtp_reply; TLS is a
  * client-side OpenSSL session over two memory BIOs, as tls.c does for the
  * server, so no socket I/O happens inside OpenSSL.  The message body is
- * read from the queue file by queue_file_message on libuv's thread pool
- * and handed to the loop in chunks through a bounded queue (the worker
- * waits while CL_PUMP_HIGH bytes are queued and the socket is behind);
- * the final dot goes out only after the whole file was read and its digest
- * checked.  Nothing here blocks the loop.
+ * read from the queue file with queue_reader_read, one chunk per
+ * uv_queue_work: the pool thread does bounded file I/O and returns, the
+ * loop dot-stuffs the chunk onto the socket, and asks for the next chunk
+ * only while less than CL_WIRE_LOW bytes wait to be written.  So a slow
+ * server costs queued memory, never a pool thread (those are shared with
+ * DKIM signing).  The final dot goes out only after the whole file was
+ * read and its digest checked.  Nothing here blocks the loop.
  *
- * XXX issue 4: while a slow server holds the socket back, the worker waits
- * inside queue_file_message and keeps one of libuv's pool threads (4 by
- * default, shared with DKIM signing).  Many slow deliveries at once need
- * a resumable reader in queue/ (open + read at an offset) or their own
- * threads; until then the queue manager must cap concurrent deliveries
- * well below UV_THREADPOOL_SIZE or raise it.
+ * The connection cache (smtp.h) keeps the struct smtp_client itself: when a
+ * transaction ends well enough, the client reports, drops what belonged to
+ * the delivery (d, the results) and waits in its cache's idle list in
+ * CL_S_IDLE, still reading so that a server that hangs up is noticed.  The
+ * next matching delivery takes it out of the list and starts at MAIL.  If
+ * the connection turns out to be dead before its first reply, the delivery
+ * moves to a new client (cl_reconnect) and the old one closes silently.
  */
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,9 +44,8 @@
 #define CL_IBUF       (16384 + 512)     /* one socket read: a TLS record */
 #define CL_WRITE_BUFS 64
 #define CL_CMD_MAX    (SMTP__DSN_LINE_MAX + 512)
-#define CL_CHUNK_MAX  65536             /* message bytes per chunk from the worker */
-#define CL_PUMP_HIGH  (256 * 1024)      /* the worker waits while this much is queued */
-#define CL_WIRE_LOW   (128 * 1024)      /* take more chunks below this socket backlog */
+#define CL_CHUNK_MAX  65536             /* message bytes per read on the pool */
+#define CL_WIRE_LOW   (128 * 1024)      /* read the next chunk below this socket backlog */
 
 /* Postfix's defaults (smtp_*_timeout) */
 #define CL_DEF_CONNECT_MS  (30 * 1000)
@@ -52,6 +53,7 @@
 #define CL_DEF_CMD_MS      (300 * 1000)
 #define CL_DEF_DATA_MS     (180 * 1000)
 #define CL_DEF_DOT_MS      (600 * 1000)
+#define CL_QUIT_IDLE_MS    (10 * 1000)  /* the reply to QUIT on an idle connection */
 
 enum cl_state {
 	CL_S_CONNECT,
@@ -65,29 +67,23 @@ enum cl_state {
 	CL_S_DATA,
 	CL_S_BODY,       /* message bytes going out; no reply expected */
 	CL_S_DOT,
+	CL_S_RSET,       /* after a failed transaction, before caching */
+	CL_S_IDLE,       /* in the cache, no delivery */
 	CL_S_QUIT,
 	CL_S_DONE
 };
 
-/* One piece of the message from the worker thread. */
-struct cl_chunk {
-	struct cl_chunk *next;
-	size_t len;
-	char data[];
-};
-
-/* The queue file reader on the thread pool and its hand-off queue. */
+/*
+ * The queue file reader: one queue_reader_read per uv_queue_work.  The
+ * fields belong to the pool thread while busy is set, to the loop otherwise.
+ */
 struct cl_pump {
 	uv_work_t work;
-	uv_async_t async;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	struct cl_chunk *head, *tail;   /* under mu */
-	size_t queued;                  /* bytes in the list, under mu */
-	int cancel;                     /* under mu: the worker must stop */
-	int rc;                         /* queue_file_message's result */
-	int started;                    /* async and mutex exist */
-	int finished;                   /* the after-work callback ran */
+	struct queue_reader *qr;        /* opened by the first work */
+	char *buf;                      /* CL_CHUNK_MAX bytes */
+	long n;                         /* the last read: bytes, 0 at the end, -errno */
+	int busy;                       /* a work is queued or running */
+	int eof;                        /* the reader said 0 (digest checked) */
 	const char *path;
 };
 
@@ -148,14 +144,40 @@ struct smtp_client {
 	int local_set;
 	enum smtp_verdict local_verdict;
 	const char *stage;
+
+	/* connection cache */
+	struct smtp_client_cache *cache;  /* holds a reference; NULL: none */
+	struct smtp_client *cprev, *cnext; /* the idle list, when idle */
+	int idle;
+	int conn_slot;                  /* counted in cache->nconns */
+	int open_reported;              /* SMTP_CONN_OPEN went out */
+	int reuse_pending;              /* reused, no reply yet: may reconnect */
+	int mail_sent;                  /* MAIL went out in this transaction */
+	char dest[SMTP_NEXTHOP_NAMELEN]; /* the key: dest, ss, tls, helo; "": none */
+	char helo[SMTP__DOMAIN_MAX + 1];
+	enum smtp_tls_level tls;
+};
+
+struct smtp_client_cache {
+	uv_loop_t *loop;
+	struct smtp_client_cache_opts o;
+	struct smtp_client *head, *tail; /* idle connections, oldest first */
+	size_t nidle;
+	size_t nconns;                  /* open connections of its deliveries */
+	int refs;                       /* clients pointing here, +1 until freed */
+	int dead;                       /* smtp_client_cache_free ran */
 };
 
 static void cl_close(struct smtp_client *);
 static void cl_flush(struct smtp_client *);
 static void cl_pump_cmds(struct smtp_client *);
-static void cl_pump_drain(struct smtp_client *);
+static void cl_pump_next(struct smtp_client *);
 static void cl_fail(struct smtp_client *, int, const char *, const char *, ...)
     __attribute__((format(printf, 4, 5)));
+static int cl_reconnect(struct smtp_client *);
+static void cl_tx_end(struct smtp_client *);
+static void cl_park(struct smtp_client *);
+static void cl_cache_unlink(struct smtp_client *);
 
 /* ---- reply parsing ------------------------------------------------------- */
 
@@ -406,6 +428,8 @@ cl_strstate(enum cl_state st)
 	case CL_S_DATA: return "DATA";
 	case CL_S_BODY: return "message";
 	case CL_S_DOT: return "end of data";
+	case CL_S_RSET: return "RSET";
+	case CL_S_IDLE: return "idle";
 	case CL_S_QUIT: return "QUIT";
 	case CL_S_DONE: return "done";
 	}
@@ -428,6 +452,8 @@ cl_while(enum cl_state st)
 	case CL_S_DATA: return "while sending DATA command";
 	case CL_S_BODY: return "while sending message body";
 	case CL_S_DOT: return "while sending end of data -- message may be sent more than once";
+	case CL_S_RSET: return "while sending RSET";
+	case CL_S_IDLE: return "while cached";
 	case CL_S_QUIT: return "while sending QUIT";
 	case CL_S_DONE: break;
 	}
@@ -439,15 +465,25 @@ static void cl_log(struct smtp_client *, int, const char *, ...)
 static void
 cl_log(struct smtp_client *c, int prio, const char *fmt, ...)
 {
+	void (*fn)(void *, int, const char *) = NULL;
+	void *arg = NULL;
 	char buf[1024];
 	va_list ap;
 
-	if (c->d->log == NULL)
+	/* without a delivery (idle, cached) the cache's hook */
+	if (c->d != NULL) {
+		fn = c->d->log;
+		arg = c->d->log_arg;
+	} else if (c->cache != NULL) {
+		fn = c->cache->o.log;
+		arg = c->cache->o.arg;
+	}
+	if (fn == NULL)
 		return;
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	c->d->log(c->d->log_arg, prio, buf);
+	fn(arg, prio, buf);
 }
 
 /* cl_enter - the sole writer of the two states; logs old -> new */
@@ -468,11 +504,18 @@ ms_or(unsigned v, unsigned dflt)
 	return v != 0 ? v : dflt;
 }
 
+static void cl_idle_quit(struct smtp_client *);
+
 static void
 cl_timer_cb(uv_timer_t *t)
 {
 	struct smtp_client *c = t->data;
 
+	if (c->recv_state == CL_S_IDLE) {
+		/* smtp_connection_cache_time_limit is up */
+		cl_idle_quit(c);
+		return;
+	}
 	cl_fail(c, UV_ETIMEDOUT, "4.4.2", "conversation with %s timed out %s",
 	    c->name, cl_while(c->recv_state));
 }
@@ -488,7 +531,8 @@ cl_timer(struct smtp_client *c, unsigned ms)
 static void
 cl_timer_cmd(struct smtp_client *c)
 {
-	cl_timer(c, ms_or(c->d->timeouts.cmd_ms, CL_DEF_CMD_MS));
+	cl_timer(c, c->d != NULL ? ms_or(c->d->timeouts.cmd_ms, CL_DEF_CMD_MS) :
+	    CL_QUIT_IDLE_MS);
 }
 
 /* set_local - the client's own reason (code 0 unless from a reply) */
@@ -514,6 +558,14 @@ set_local(struct smtp_client *c, enum smtp_verdict v, const struct smtp_reply *r
 	c->local.done = 1;
 }
 
+/* cl_conn_lost - an error that says the connection is gone (or mute) */
+static int
+cl_conn_lost(int err)
+{
+	return err == UV_EOF || err == UV_ECONNRESET || err == UV_EPIPE ||
+	    err == UV_ECONNABORTED || err == UV_ENOTCONN || err == UV_ETIMEDOUT;
+}
+
 /*
  * cl_fail - the session cannot go on: record why (first reason wins),
  * defer every recipient not decided by a reply yet and close at once.
@@ -527,7 +579,14 @@ cl_fail(struct smtp_client *c, int err, const char *status, const char *fmt, ...
 
 	if (c->closing)
 		return;
-	if (c->recv_state != CL_S_QUIT && c->recv_state != CL_S_DONE) {
+	if (c->reuse_pending && cl_conn_lost(err) && cl_reconnect(c))
+		return;
+	if (c->d == NULL && c->recv_state == CL_S_IDLE) {
+		va_start(ap, fmt);
+		vsnprintf(text, sizeof(text), fmt, ap);
+		va_end(ap);
+		cl_log(c, LOG_DEBUG, "%s: %s", c->name, text);
+	} else if (c->recv_state != CL_S_QUIT && c->recv_state != CL_S_DONE) {
 		va_start(ap, fmt);
 		vsnprintf(text, sizeof(text), fmt, ap);
 		va_end(ap);
@@ -609,7 +668,7 @@ cl_write_cb(uv_write_t *req, int status)
 	if (c->recv_state == CL_S_BODY) {
 		/* progress: the data timeout counts from the last write */
 		cl_timer(c, ms_or(c->d->timeouts.data_ms, CL_DEF_DATA_MS));
-		cl_pump_drain(c);
+		cl_pump_next(c);
 	}
 	cl_flush(c);
 }
@@ -666,131 +725,92 @@ cl_flush(struct smtp_client *c)
 	}
 }
 
-/* ---- the message body: queue file -> worker -> loop -> socket -------------------- */
+/* ---- the message body: queue file -> thread pool -> loop -> socket --------------- */
 
-/* pump_chunk - on the worker thread: hand one piece over, waiting for room */
-static int
-pump_chunk(void *arg, const char *p, size_t len)
-{
-	struct cl_pump *pp = arg;
-	struct cl_chunk *ch;
-	size_t n;
-
-	while (len > 0) {
-		n = len > CL_CHUNK_MAX ? CL_CHUNK_MAX : len;
-		if ((ch = malloc(sizeof(*ch) + n)) == NULL)
-			return -ENOMEM;
-		ch->next = NULL;
-		ch->len = n;
-		memcpy(ch->data, p, n);
-		pthread_mutex_lock(&pp->mu);
-		while (!pp->cancel && pp->queued >= CL_PUMP_HIGH)
-			pthread_cond_wait(&pp->cv, &pp->mu);
-		if (pp->cancel) {
-			pthread_mutex_unlock(&pp->mu);
-			free(ch);
-			return -ECANCELED;
-		}
-		if (pp->tail != NULL)
-			pp->tail->next = ch;
-		else
-			pp->head = ch;
-		pp->tail = ch;
-		pp->queued += n;
-		/* under mu: the loop closes the handle only after cancel is set */
-		uv_async_send(&pp->async);
-		pthread_mutex_unlock(&pp->mu);
-		p += n;
-		len -= n;
-	}
-	return 0;
-}
-
+/* pump_work - on a pool thread: open the file the first time, read one chunk */
 static void
 pump_work(uv_work_t *w)
 {
 	struct smtp_client *c = w->data;
+	struct cl_pump *pp = &c->pump;
+	int rc;
 
-	c->pump.rc = queue_file_message(c->pump.path, pump_chunk, &c->pump);
+	if (pp->qr == NULL && (rc = queue_reader_open(pp->path, &pp->qr)) != 0) {
+		pp->n = rc;
+		return;
+	}
+	pp->n = queue_reader_read(pp->qr, pp->buf, CL_CHUNK_MAX);
+	if (pp->n <= 0) {
+		/* the end or an error: the file is of no more use */
+		queue_reader_close(pp->qr);
+		pp->qr = NULL;
+	}
 }
 
 static void cl_maybe_free(struct smtp_client *);
 
+/* pump_after - on the loop: the chunk goes to the socket, or the end of data */
 static void
 pump_after(uv_work_t *w, int status)
 {
 	struct smtp_client *c = w->data;
+	struct cl_pump *pp = &c->pump;
 
-	c->pump.finished = 1;
-	if (status < 0)
-		c->pump.rc = status;
+	pp->busy = 0;
 	c->refs--;
 	if (c->closing) {
 		cl_maybe_free(c);
 		return;
 	}
-	cl_pump_drain(c);
-}
-
-static void
-pump_async_cb(uv_async_t *a)
-{
-	cl_pump_drain(a->data);
+	if (status < 0)
+		pp->n = status;
+	if (pp->n < 0) {
+		/*
+		 * The reader may have passed bytes on before it found a bad
+		 * digest, so the dot must not follow: closing the connection
+		 * without it aborts the transaction (RFC 5321 3.8).
+		 */
+		cl_fail(c, (int)pp->n, "4.3.0", "error reading queue file %s: %s",
+		    pp->path, strerror((int)-pp->n));
+		return;
+	}
+	if (pp->n == 0) {
+		pp->eof = 1;
+		smtp_dotstuff_end(&c->ds, cl_emit, c);
+		c->end_sent = 1;
+		cl_enter(c, CL_S_DOT, CL_S_DOT);
+		cl_timer(c, ms_or(c->d->timeouts.dot_ms, CL_DEF_DOT_MS));
+		cl_flush(c);
+		return;
+	}
+	smtp_dotstuff(&c->ds, pp->buf, (size_t)pp->n, cl_emit, c);
+	cl_flush(c);
+	cl_pump_next(c);
 }
 
 /*
- * cl_pump_drain - move chunks from the worker to the socket while the
- * socket keeps up; after the last one, the end of data.
+ * cl_pump_next - ask the pool for the next chunk, unless one is on its way,
+ * the file is done, or the socket is behind (cl_write_cb asks again).
  */
 static void
-cl_pump_drain(struct smtp_client *c)
+cl_pump_next(struct smtp_client *c)
 {
 	struct cl_pump *pp = &c->pump;
-	struct cl_chunk *ch;
-	int empty;
+	int rc;
 
-	if (c->closing || !pp->started || c->end_sent)
+	if (c->closing || pp->buf == NULL || pp->busy || pp->eof ||
+	    c->end_sent)
 		return;
-	for (;;) {
-		if (c->wire.bytes + c->inflight_bytes + c->pout.bytes >= CL_WIRE_LOW)
-			break;
-		pthread_mutex_lock(&pp->mu);
-		if ((ch = pp->head) != NULL) {
-			if ((pp->head = ch->next) == NULL)
-				pp->tail = NULL;
-			pp->queued -= ch->len;
-			pthread_cond_signal(&pp->cv);
-		}
-		pthread_mutex_unlock(&pp->mu);
-		if (ch == NULL)
-			break;
-		smtp_dotstuff(&c->ds, ch->data, ch->len, cl_emit, c);
-		free(ch);
-		cl_flush(c);
-		if (c->closing)
-			return;
-	}
-	pthread_mutex_lock(&pp->mu);
-	empty = pp->head == NULL;
-	pthread_mutex_unlock(&pp->mu);
-	if (!pp->finished || !empty)
+	if (c->wire.bytes + c->inflight_bytes + c->pout.bytes >= CL_WIRE_LOW)
 		return;
-	if (pp->rc != 0) {
-		/*
-		 * queue_file_message has passed every byte on before it finds a
-		 * bad digest, so the dot must not follow: closing the connection
-		 * without it aborts the transaction (RFC 5321 3.8).
-		 */
-		cl_fail(c, pp->rc < 0 ? pp->rc : -EIO, "4.3.0",
-		    "error reading queue file %s: %s", pp->path,
-		    pp->rc < 0 ? strerror(-pp->rc) : "read error");
+	pp->work.data = c;
+	if ((rc = uv_queue_work(c->loop, &pp->work, pump_work, pump_after)) < 0) {
+		cl_fail(c, rc, "4.3.0", "cannot read queue file: %s",
+		    uv_strerror(rc));
 		return;
 	}
-	smtp_dotstuff_end(&c->ds, cl_emit, c);
-	c->end_sent = 1;
-	cl_enter(c, CL_S_DOT, CL_S_DOT);
-	cl_timer(c, ms_or(c->d->timeouts.dot_ms, CL_DEF_DOT_MS));
-	cl_flush(c);
+	pp->busy = 1;
+	c->refs++;
 }
 
 /* cl_body_start - after 354: the signature record, then the queue file */
@@ -798,7 +818,6 @@ static void
 cl_body_start(struct smtp_client *c)
 {
 	struct cl_pump *pp = &c->pump;
-	int rc;
 
 	cl_enter(c, CL_S_BODY, CL_S_BODY);
 	cl_timer(c, ms_or(c->d->timeouts.data_ms, CL_DEF_DATA_MS));
@@ -806,25 +825,13 @@ cl_body_start(struct smtp_client *c)
 	if (c->d->qf->sig != NULL && c->d->qf->siglen > 0)
 		smtp_dotstuff(&c->ds, c->d->qf->sig, c->d->qf->siglen, cl_emit, c);
 	pp->path = c->d->path;
-	if ((rc = uv_async_init(c->loop, &pp->async, pump_async_cb)) < 0) {
-		cl_fail(c, rc, "4.3.0", "cannot read queue file: %s",
-		    uv_strerror(rc));
+	if (pp->buf == NULL && (pp->buf = malloc(CL_CHUNK_MAX)) == NULL) {
+		cl_fail(c, UV_ENOMEM, "4.3.0", "cannot read queue file: %s",
+		    uv_strerror(UV_ENOMEM));
 		return;
 	}
-	pp->async.data = c;
-	c->refs++;
-	pthread_mutex_init(&pp->mu, NULL);
-	pthread_cond_init(&pp->cv, NULL);
-	pp->started = 1;
-	pp->work.data = c;
-	if ((rc = uv_queue_work(c->loop, &pp->work, pump_work, pump_after)) < 0) {
-		pp->finished = 1;
-		cl_fail(c, rc, "4.3.0", "cannot read queue file: %s",
-		    uv_strerror(rc));
-		return;
-	}
-	c->refs++;
 	cl_flush(c);
+	cl_pump_next(c);
 }
 
 /* ---- TLS (client side, memory BIOs) ----------------------------------------- */
@@ -1031,7 +1038,7 @@ cl_local_bounce(struct smtp_client *c, const char *status, const char *text)
 	c->stage = cl_strstate(c->recv_state);
 	set_local(c, SMTP_VERDICT_BOUNCED, NULL, status, text);
 	cl_log(c, LOG_INFO, "%s: %s", c->name, text);
-	cl_quit(c);
+	cl_tx_end(c);
 }
 
 /* xtext - RFC 3461 4 encoding of s into out */
@@ -1177,6 +1184,7 @@ cl_pump_cmds(struct smtp_client *c)
 			break;
 		if (c->send_state == CL_S_MAIL) {
 			cl_send_mail(c);
+			c->mail_sent = 1;
 			c->outstanding++;
 			cl_enter(c, CL_S_RCPT, c->recv_state);
 			c->send_rcpt = 0;
@@ -1194,7 +1202,7 @@ cl_pump_cmds(struct smtp_client *c)
 		if (c->send_state == CL_S_DATA) {
 			/* one at a time, we know by now whether DATA is worth it */
 			if (!c->pipelining && c->accepted == 0) {
-				cl_quit(c);
+				cl_tx_end(c);
 				return;
 			}
 			cl_cmd(c, "DATA");
@@ -1216,6 +1224,10 @@ cl_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 	int cls = r->code / 100;
 
 	cl_log(c, LOG_DEBUG, "%s: < %d %s", c->name, r->code, r->text);
+	if (c->reuse_pending && r->code == 421 && cl_reconnect(c))
+		return;
+	if (c->recv_state != CL_S_IDLE)
+		c->reuse_pending = 0;
 	switch (c->recv_state) {
 	case CL_S_GREETING:
 		if (cls != 2) {
@@ -1285,7 +1297,7 @@ cl_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		c->outstanding--;
 		c->mail_rep = *r;
 		if (cls != 2 && !c->pipelining) {
-			cl_quit(c);
+			cl_tx_end(c);
 			return;
 		}
 		cl_enter(c, c->send_state, CL_S_RCPT);
@@ -1301,7 +1313,7 @@ cl_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 		if (c->recv_rcpt == c->d->nrcpt)
 			cl_enter(c, c->send_state, CL_S_DATA);
 		if (!c->pipelining && c->mail_rep.code / 100 != 2) {
-			cl_quit(c);
+			cl_tx_end(c);
 			return;
 		}
 		cl_pump_cmds(c);
@@ -1326,12 +1338,23 @@ cl_on_reply(struct smtp_client *c, const struct smtp_reply *r)
 			cl_flush(c);
 			return;
 		}
-		cl_quit(c);
+		cl_tx_end(c);
 		return;
 	case CL_S_DOT:
 		if (!c->empty_dot)
 			c->dot_rep = *r;
-		cl_quit(c);
+		cl_tx_end(c);
+		return;
+	case CL_S_RSET:
+		if (cls == 2)
+			cl_park(c);
+		else
+			cl_quit(c);
+		return;
+	case CL_S_IDLE:
+		/* often 421 before a close: the server is done with us */
+		cl_fail(c, UV_ECONNRESET, "4.4.2", "%s closed the cached "
+		    "connection: %d %s", c->name, r->code, r->text);
 		return;
 	case CL_S_QUIT:
 		cl_enter(c, CL_S_DONE, CL_S_DONE);
@@ -1441,6 +1464,11 @@ cl_connect_cb(uv_connect_t *req, int status)
 	}
 	c->res.connected = 1;
 	cl_log(c, LOG_DEBUG, "%s: connected", c->name);
+	if (c->cache != NULL) {
+		c->open_reported = 1;
+		if (c->cache->o.event != NULL)
+			c->cache->o.event(c->cache->o.arg, SMTP_CONN_OPEN);
+	}
 	if ((rc = uv_read_start((uv_stream_t *)&c->tcp, cl_alloc_cb,
 	    cl_read_cb)) < 0) {
 		cl_fail(c, rc, "4.4.2", "lost connection with %s: %s", c->name,
@@ -1516,25 +1544,41 @@ cl_results(struct smtp_client *c)
 	res->rcpt = c->rr;
 }
 
+/* cc_unref - drop one reference to the cache; the last one frees it */
+static void
+cc_unref(struct smtp_client_cache *cc)
+{
+	if (--cc->refs == 0)
+		free(cc);
+}
+
 static void
 cl_free(struct smtp_client *c)
 {
-	struct cl_chunk *ch, *next;
-
 	smtp__ochain_reset(&c->pout);
 	smtp__ochain_reset(&c->wire);
 	smtp__oblock_free_list(c->inflight);
 	SSL_free(c->ssl);       /* and its BIOs */
-	if (c->pump.started) {
-		for (ch = c->pump.head; ch != NULL; ch = next) {
-			next = ch->next;
-			free(ch);
-		}
-		pthread_mutex_destroy(&c->pump.mu);
-		pthread_cond_destroy(&c->pump.cv);
-	}
+	queue_reader_close(c->pump.qr);
+	free(c->pump.buf);
 	free(c->rr);
+	if (c->cache != NULL)
+		cc_unref(c->cache);
 	free(c);
+}
+
+/* cl_report - the results to the delivery's callback (which is used up) */
+static void
+cl_report(struct smtp_client *c)
+{
+	smtp_client_cb cb = c->cb;
+
+	c->cb = NULL;
+	cl_results(c);
+	cl_log(c, LOG_INFO, "%s: done at %s: %zu sent, %zu deferred, %zu bounced%s",
+	    c->name, c->res.stage, c->res.nsent, c->res.ndeferred,
+	    c->res.nbounced, c->res.cached ? ", connection cached" : "");
+	cb(c->arg, &c->res);
 }
 
 /* cl_maybe_free - once nothing refers to the client: the callback, then free */
@@ -1543,15 +1587,8 @@ cl_maybe_free(struct smtp_client *c)
 {
 	if (c->refs > 0)
 		return;
-	if (c->cb == NULL) {
-		cl_free(c);
-		return;
-	}
-	cl_results(c);
-	cl_log(c, LOG_INFO, "%s: done at %s: %zu sent, %zu deferred, %zu bounced",
-	    c->name, c->res.stage, c->res.nsent, c->res.ndeferred,
-	    c->res.nbounced);
-	c->cb(c->arg, &c->res);
+	if (c->cb != NULL)
+		cl_report(c);
 	cl_free(c);
 }
 
@@ -1564,6 +1601,22 @@ cl_handle_closed(uv_handle_t *h)
 	cl_maybe_free(c);
 }
 
+/* cl_uncount - the connection no longer counts as open (events, limit) */
+static void
+cl_uncount(struct smtp_client *c)
+{
+	struct smtp_client_cache *cc = c->cache;
+
+	if (cc == NULL)
+		return;
+	if (c->open_reported && cc->o.event != NULL)
+		cc->o.event(cc->o.arg, SMTP_CONN_CLOSE);
+	c->open_reported = 0;
+	if (c->conn_slot)
+		cc->nconns--;
+	c->conn_slot = 0;
+}
+
 /* cl_close - close everything; the callback runs when it is all gone */
 static void
 cl_close(struct smtp_client *c)
@@ -1571,56 +1624,297 @@ cl_close(struct smtp_client *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	if (c->idle)
+		cl_cache_unlink(c);
+	cl_uncount(c);
 	uv_timer_stop(&c->timer);
-	if (c->pump.started) {
-		pthread_mutex_lock(&c->pump.mu);
-		c->pump.cancel = 1;
-		pthread_cond_broadcast(&c->pump.cv);
-		pthread_mutex_unlock(&c->pump.mu);
-		uv_close((uv_handle_t *)&c->pump.async, cl_handle_closed);
-	}
+	/* a read not started yet need not run (pump_after gets UV_ECANCELED) */
+	if (c->pump.busy)
+		uv_cancel((uv_req_t *)&c->pump.work);
 	uv_close((uv_handle_t *)&c->tcp, cl_handle_closed);
 	uv_close((uv_handle_t *)&c->timer, cl_handle_closed);
 }
 
-/* ---- the entry point ---------------------------------------------------------- */
+/* ---- the connection cache ------------------------------------------------------- */
 
 int
-smtp_client_deliver(uv_loop_t *loop, const struct smtp_delivery *d,
-    smtp_client_cb cb, void *arg)
+smtp_client_cache_new(uv_loop_t *loop, const struct smtp_client_cache_opts *opts,
+    struct smtp_client_cache **out)
+{
+	struct smtp_client_cache *cc;
+
+	*out = NULL;
+	if ((cc = calloc(1, sizeof(*cc))) == NULL)
+		return -ENOMEM;
+	cc->loop = loop;
+	if (opts != NULL)
+		cc->o = *opts;
+	cc->refs = 1;
+	*out = cc;
+	return 0;
+}
+
+size_t
+smtp_client_cache_idle(const struct smtp_client_cache *cc)
+{
+	return cc != NULL ? cc->nidle : 0;
+}
+
+void
+smtp_client_cache_set_idle(struct smtp_client_cache *cc, unsigned idle_ms)
+{
+	cc->o.idle_ms = idle_ms;
+	while (idle_ms == 0 && cc->head != NULL)
+		cl_idle_quit(cc->head);
+}
+
+void
+smtp_client_cache_free(struct smtp_client_cache *cc)
+{
+	if (cc == NULL)
+		return;
+	/* shutdown: no QUIT, the loop is about to end */
+	while (cc->head != NULL)
+		cl_close(cc->head);
+	cc->dead = 1;
+	cc->o.event = NULL;
+	cc->o.log = NULL;
+	cc_unref(cc);
+}
+
+/* cl_cache_unlink - out of the idle list */
+static void
+cl_cache_unlink(struct smtp_client *c)
+{
+	struct smtp_client_cache *cc = c->cache;
+
+	if (!c->idle)
+		return;
+	if (c->cprev != NULL)
+		c->cprev->cnext = c->cnext;
+	else
+		cc->head = c->cnext;
+	if (c->cnext != NULL)
+		c->cnext->cprev = c->cprev;
+	else
+		cc->tail = c->cprev;
+	c->cprev = c->cnext = NULL;
+	c->idle = 0;
+	cc->nidle--;
+}
+
+/* cl_idle_quit - an idle connection leaves the cache politely */
+static void
+cl_idle_quit(struct smtp_client *c)
+{
+	cl_cache_unlink(c);
+	cl_log(c, LOG_DEBUG, "%s: closing idle cached connection", c->name);
+	cl_quit(c);
+}
+
+/* cl_cacheable - the session may wait in the cache after this transaction */
+static int
+cl_cacheable(const struct smtp_client *c)
+{
+	const struct smtp_client_cache *cc = c->cache;
+
+	return cc != NULL && !cc->dead && cc->o.idle_ms > 0 &&
+	    c->dest[0] != '\0' && !c->closing && c->rlen == 0 &&
+	    c->outstanding == 0 && !c->pump.busy && !c->drop_input &&
+	    (c->ssl == NULL || c->tls_ready);
+}
+
+/*
+ * cl_tx_end - the transaction is settled: into the cache (RSET first
+ * when something is left to undo), or QUIT.
+ */
+static void
+cl_tx_end(struct smtp_client *c)
+{
+	if (!cl_cacheable(c)) {
+		cl_quit(c);
+		return;
+	}
+	if (!c->mail_sent || (c->dot_rep.code / 100 == 2 && !c->empty_dot)) {
+		cl_park(c);
+		return;
+	}
+	cl_cmd(c, "RSET");
+	cl_enter(c, CL_S_RSET, CL_S_RSET);
+	cl_timer_cmd(c);
+	cl_flush(c);
+}
+
+/*
+ * cl_park - report to the delivery, forget it, then wait in the cache.  The
+ * callback runs before the connection is in the list: a delivery it starts
+ * cannot find this one, which is still busy reporting.
+ */
+static void
+cl_park(struct smtp_client *c)
+{
+	struct smtp_client_cache *cc = c->cache;
+
+	cl_enter(c, CL_S_DONE, CL_S_DONE);
+	uv_timer_stop(&c->timer);
+	c->res.cached = 1;
+	cl_report(c);
+	c->d = NULL;
+	c->arg = NULL;
+	free(c->rr);
+	c->rr = NULL;
+	if (c->closing)
+		return;
+	if (cc->dead) {
+		cl_close(c);
+		return;
+	}
+	if (cc->o.idle_ms == 0) {
+		cl_quit(c);
+		return;
+	}
+	cl_enter(c, CL_S_IDLE, CL_S_IDLE);
+	c->cprev = cc->tail;
+	c->cnext = NULL;
+	if (cc->tail != NULL)
+		cc->tail->cnext = c;
+	else
+		cc->head = c;
+	cc->tail = c;
+	c->idle = 1;
+	cc->nidle++;
+	cl_timer(c, cc->o.idle_ms);
+}
+
+/* cl_make_room - close the oldest idle connections above max_conns */
+static void
+cl_make_room(struct smtp_client_cache *cc)
+{
+	while (cc->o.max_conns > 0 && cc->nconns >= cc->o.max_conns &&
+	    cc->head != NULL)
+		cl_close(cc->head);
+}
+
+/* sa_eq - the same address and port */
+static int
+sa_eq(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)a,
+	    *b4 = (const struct sockaddr_in *)b;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a,
+	    *b6 = (const struct sockaddr_in6 *)b;
+
+	if (a->ss_family != b->sa_family)
+		return 0;
+	if (b->sa_family == AF_INET)
+		return a4->sin_port == b4->sin_port &&
+		    a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+	return a6->sin6_port == b6->sin6_port &&
+	    memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0 &&
+	    a6->sin6_scope_id == b6->sin6_scope_id;
+}
+
+/* cl_cache_find - the most recently cached connection for d, or NULL */
+static struct smtp_client *
+cl_cache_find(const struct smtp_delivery *d)
 {
 	struct smtp_client *c;
-	socklen_t alen;
-	int rc, port;
-	const void *ap;
 
-	if (d == NULL || cb == NULL || d->addr == NULL || d->qf == NULL ||
-	    d->path == NULL || d->rcpt == NULL || d->nrcpt == 0 ||
-	    d->helo == NULL || d->helo[0] == '\0')
-		return -EINVAL;
-	if (d->addr->sa_family == AF_INET)
-		alen = sizeof(struct sockaddr_in);
-	else if (d->addr->sa_family == AF_INET6)
-		alen = sizeof(struct sockaddr_in6);
-	else
-		return -EINVAL;
-	if (d->tls == SMTP_TLS_ENCRYPT && d->tls_ctx == NULL)
-		return -EINVAL;
-	if ((c = calloc(1, sizeof(*c))) == NULL)
+	if (d->cache == NULL || d->dest == NULL || d->cache->dead ||
+	    d->cache->o.idle_ms == 0)
+		return NULL;
+	for (c = d->cache->tail; c != NULL; c = c->cprev)
+		if (!c->closing && c->tls == d->tls && sa_eq(&c->ss, d->addr) &&
+		    strcmp(c->dest, d->dest) == 0 && strcmp(c->helo, d->helo) == 0)
+			return c;
+	return NULL;
+}
+
+/* cl_tx_reset - a new transaction on a connection that knows its server */
+static void
+cl_tx_reset(struct smtp_client *c)
+{
+	struct smtp_result keep = c->res;
+
+	memset(&c->res, 0, sizeof(c->res));
+	c->res.connected = 1;
+	memcpy(c->res.greeting, keep.greeting, sizeof(keep.greeting));
+	memcpy(c->res.tls_version, keep.tls_version, sizeof(keep.tls_version));
+	memcpy(c->res.tls_cipher, keep.tls_cipher, sizeof(keep.tls_cipher));
+	c->res.ext = keep.ext;
+	memset(&c->mail_rep, 0, sizeof(c->mail_rep));
+	memset(&c->data_rep, 0, sizeof(c->data_rep));
+	memset(&c->dot_rep, 0, sizeof(c->dot_rep));
+	memset(&c->local, 0, sizeof(c->local));
+	c->local_set = 0;
+	c->stage = NULL;
+	c->send_rcpt = c->recv_rcpt = 0;
+	c->outstanding = 0;
+	c->empty_dot = c->end_sent = c->mail_sent = 0;
+	c->accepted = 0;
+	c->pump.eof = 0;
+	c->pump.n = 0;
+}
+
+/* cl_reuse_cb - a cached connection's delivery starts (after deliver returned) */
+static void
+cl_reuse_cb(uv_timer_t *t)
+{
+	struct smtp_client *c = t->data;
+
+	cl_log(c, LOG_DEBUG, "%s: reusing cached connection", c->name);
+	cl_begin_tx(c);
+}
+
+/* cl_reuse - hand the idle connection c to d */
+static int
+cl_reuse(struct smtp_client *c, const struct smtp_delivery *d,
+    smtp_client_cb cb, void *arg)
+{
+	struct smtp_rcpt_result *rr;
+
+	if ((rr = calloc(d->nrcpt, sizeof(*rr))) == NULL)
 		return -ENOMEM;
+	cl_cache_unlink(c);
+	c->d = d;
+	c->cb = cb;
+	c->arg = arg;
+	c->rr = rr;
+	cl_tx_reset(c);
+	c->res.reused = 1;
+	c->reuse_pending = 1;
+	/* still CL_S_IDLE: a hang-up before MAIL goes out reconnects too */
+	uv_timer_start(&c->timer, cl_reuse_cb, 0, 0);
+	return 0;
+}
+
+/* ---- the entry point ---------------------------------------------------------- */
+
+/* cl_new - a client for d, not connected; NULL on OOM */
+static struct smtp_client *
+cl_new(uv_loop_t *loop, const struct smtp_delivery *d, smtp_client_cb cb,
+    void *arg)
+{
+	struct smtp_client *c;
+	const void *ap;
+	int port;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		return NULL;
 	if ((c->rr = calloc(d->nrcpt, sizeof(*c->rr))) == NULL) {
 		free(c);
-		return -ENOMEM;
+		return NULL;
 	}
 	c->loop = loop;
 	c->d = d;
 	c->cb = cb;
 	c->arg = arg;
-	memcpy(&c->ss, d->addr, alen);
 	if (d->addr->sa_family == AF_INET) {
+		memcpy(&c->ss, d->addr, sizeof(struct sockaddr_in));
 		ap = &((const struct sockaddr_in *)d->addr)->sin_addr;
 		port = ntohs(((const struct sockaddr_in *)d->addr)->sin_port);
 	} else {
+		memcpy(&c->ss, d->addr, sizeof(struct sockaddr_in6));
 		ap = &((const struct sockaddr_in6 *)d->addr)->sin6_addr;
 		port = ntohs(((const struct sockaddr_in6 *)d->addr)->sin6_port);
 	}
@@ -1628,15 +1922,42 @@ smtp_client_deliver(uv_loop_t *loop, const struct smtp_delivery *d,
 	/* Postfix: host[addr]:port */
 	snprintf(c->name, sizeof(c->name), "%.*s[%s]:%d", SMTP__DOMAIN_MAX,
 	    d->host != NULL ? d->host : "", c->addr, port);
+	if (d->cache != NULL) {
+		c->cache = d->cache;
+		c->cache->refs++;
+		c->tls = d->tls;
+		/* a key that does not fit is no key: never cached */
+		if (d->dest != NULL && strlen(d->dest) < sizeof(c->dest) &&
+		    strlen(d->helo) < sizeof(c->helo)) {
+			memcpy(c->dest, d->dest, strlen(d->dest) + 1);
+			memcpy(c->helo, d->helo, strlen(d->helo) + 1);
+		}
+	}
+	return c;
+}
 
-	if ((rc = uv_tcp_init(loop, &c->tcp)) < 0) {
-		free(c->rr);
-		free(c);
+/*
+ * cl_connect - start the TCP connection.  0, or an error after which the
+ * client is freed without its callback.
+ */
+static int
+cl_connect(struct smtp_client *c)
+{
+	int rc;
+
+	if (c->cache != NULL)
+		cl_make_room(c->cache);
+	if ((rc = uv_tcp_init(c->loop, &c->tcp)) < 0) {
+		cl_free(c);
 		return rc;
 	}
 	c->tcp.data = c;
 	c->refs = 1;
-	if ((rc = uv_timer_init(loop, &c->timer)) < 0)
+	if (c->cache != NULL) {
+		c->conn_slot = 1;
+		c->cache->nconns++;
+	}
+	if ((rc = uv_timer_init(c->loop, &c->timer)) < 0)
 		goto fail;
 	c->timer.data = c;
 	c->refs = 2;
@@ -1646,7 +1967,7 @@ smtp_client_deliver(uv_loop_t *loop, const struct smtp_delivery *d,
 	    (const struct sockaddr *)&c->ss, cl_connect_cb)) < 0)
 		goto fail;
 	uv_tcp_nodelay(&c->tcp, 1);
-	cl_timer(c, ms_or(d->timeouts.connect_ms, CL_DEF_CONNECT_MS));
+	cl_timer(c, ms_or(c->d->timeouts.connect_ms, CL_DEF_CONNECT_MS));
 	return 0;
 fail:
 	/*
@@ -1655,8 +1976,56 @@ fail:
 	 */
 	c->cb = NULL;
 	c->closing = 1;
+	cl_uncount(c);
 	uv_close((uv_handle_t *)&c->tcp, cl_handle_closed);
 	if (c->refs == 2)
 		uv_close((uv_handle_t *)&c->timer, cl_handle_closed);
 	return rc;
+}
+
+/*
+ * cl_reconnect - the cached connection of c died before its first reply:
+ * the delivery starts over on a new connection, c closes without a word.
+ * 0 when that cannot start (c then reports the failure itself).
+ */
+static int
+cl_reconnect(struct smtp_client *c)
+{
+	struct smtp_client *nc;
+
+	c->reuse_pending = 0;
+	if (c->d == NULL || c->cb == NULL)
+		return 0;
+	/* c's slot is free for nc */
+	cl_uncount(c);
+	if ((nc = cl_new(c->loop, c->d, c->cb, c->arg)) == NULL ||
+	    cl_connect(nc) != 0)
+		return 0;
+	cl_log(c, LOG_DEBUG, "%s: cached connection lost, connecting again",
+	    c->name);
+	c->cb = NULL;
+	c->d = NULL;
+	cl_close(c);
+	return 1;
+}
+
+int
+smtp_client_deliver(uv_loop_t *loop, const struct smtp_delivery *d,
+    smtp_client_cb cb, void *arg)
+{
+	struct smtp_client *c;
+
+	if (d == NULL || cb == NULL || d->addr == NULL || d->qf == NULL ||
+	    d->path == NULL || d->rcpt == NULL || d->nrcpt == 0 ||
+	    d->helo == NULL || d->helo[0] == '\0')
+		return -EINVAL;
+	if (d->addr->sa_family != AF_INET && d->addr->sa_family != AF_INET6)
+		return -EINVAL;
+	if (d->tls == SMTP_TLS_ENCRYPT && d->tls_ctx == NULL)
+		return -EINVAL;
+	if ((c = cl_cache_find(d)) != NULL)
+		return cl_reuse(c, d, cb, arg);
+	if ((c = cl_new(loop, d, cb, arg)) == NULL)
+		return -ENOMEM;
+	return cl_connect(c);
 }

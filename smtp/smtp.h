@@ -315,6 +315,21 @@ int smtp_resolve_nexthop(struct smtp_resolver *r, const char *dest,
  * STARTTLS is missing or fails.  TLS 1.2 or newer; the certificate is not
  * verified at either level (opportunistic / mandatory encryption without
  * authentication, Postfix's "may" and "encrypt").
+ *
+ * Connection cache (Postfix's smtp_connection_cache_on_demand and
+ * smtp_connection_cache_time_limit): a delivery that names a cache and a
+ * destination (d->cache, d->dest) leaves its connection open after the
+ * transaction when the session is still in a known state: straight after
+ * a 2xx to the final dot or a local bounce (nothing to undo), after a
+ * 250 to RSET otherwise.  The connection then waits, idle, for the next
+ * delivery with the same destination, address, TLS level and EHLO name,
+ * for at most the cache's idle time; after that it gets QUIT.  A delivery
+ * that finds one sends MAIL at once (no greeting, EHLO or STARTTLS; the
+ * EHLO keywords and TLS of the first session still hold).  When the
+ * server has closed it meanwhile, or the first reply on it is a lost
+ * connection, a timeout or 421, the delivery goes on transparently on a
+ * new connection: its callback runs once, as for any delivery.  An idle
+ * connection that the server closes, or that sends anything, is closed.
  */
 
 /* EHLO keywords the client understands (struct smtp_ext.flags) */
@@ -436,6 +451,50 @@ struct smtp_client_timeouts {
 	unsigned dot_ms;         /* the reply to the final dot [600 s, smtp_data_done_timeout] */
 };
 
+/* What a cache tells its owner about the connections it sees (metrics). */
+enum smtp_conn_event {
+	SMTP_CONN_OPEN,          /* a delivery's TCP connection was made */
+	SMTP_CONN_CLOSE,         /* one was closed (idle cached ones too) */
+};
+
+struct smtp_client_cache_opts {
+	unsigned idle_ms;        /* how long a connection may wait; 0: never cached */
+	/*
+	 * Open connections (idle ones included) of the cache's deliveries;
+	 * when a new connection would make more, the oldest idle one is
+	 * closed first.  0: no limit.  Active deliveries are never closed.
+	 */
+	unsigned max_conns;
+	void (*event)(void *arg, enum smtp_conn_event ev);   /* NULL: none */
+	void (*log)(void *arg, int prio, const char *msg);   /* for idle connections */
+	void *arg;
+};
+
+struct smtp_client_cache;
+
+/*
+ * smtp_client_cache_new - an empty cache on loop (one per loop; not
+ * thread-safe).  opts is copied.  0 or -ENOMEM.
+ */
+int smtp_client_cache_new(uv_loop_t *loop, const struct smtp_client_cache_opts *opts,
+    struct smtp_client_cache **out);
+/*
+ * smtp_client_cache_set_idle - a new idle time for connections cached from
+ * now on (a reload); 0 also closes every idle connection now.
+ */
+void smtp_client_cache_set_idle(struct smtp_client_cache *cc, unsigned idle_ms);
+/* smtp_client_cache_idle - idle connections in the cache now. */
+size_t smtp_client_cache_idle(const struct smtp_client_cache *cc);
+/*
+ * smtp_client_cache_free - close every idle connection at once (no QUIT:
+ * for shutdown) and free the cache; the close events are emitted before it
+ * returns and the hooks are never called again.  Deliveries still running
+ * end normally and close their connection instead of caching it.  The
+ * handles go in close callbacks: run the loop once more before
+ * uv_loop_close.  NULL is a no-op.
+ */
+void smtp_client_cache_free(struct smtp_client_cache *cc);
+
 /*
  * One transaction to deliver.  Everything pointed to must stay valid until
  * the callback has run.
@@ -454,6 +513,9 @@ struct smtp_delivery {
 	int no_pipelining;                /* one command at a time even if offered */
 	void (*log)(void *arg, int prio, const char *msg); /* syslog priority; NULL: quiet */
 	void *log_arg;
+	struct smtp_client_cache *cache;  /* NULL: one connection for this delivery */
+	const char *dest;                 /* the next hop ("example.com", relayhost), the
+	                                   * cache key with addr; NULL: no caching */
 };
 
 struct smtp_rcpt_result {
@@ -482,6 +544,8 @@ struct smtp_result {
 	char tls_cipher[64];
 	struct smtp_ext ext;     /* from the last EHLO */
 	int pipelined;           /* PIPELINING was used */
+	int reused;              /* it ran on a cached connection (no greeting, EHLO) */
+	int cached;              /* the connection stays open in the cache */
 	/*
 	 * The reply that ended the transaction for every recipient: a failed
 	 * greeting, EHLO/HELO, STARTTLS, MAIL or DATA, or the reply to the
@@ -497,9 +561,10 @@ struct smtp_result {
 typedef void (*smtp_client_cb)(void *arg, const struct smtp_result *res);
 
 /*
- * smtp_client_deliver - run one transaction for d on loop; cb(arg, result)
- * runs once, from the loop, after the connection is closed, never before
- * this returns.  0, or -EINVAL (no recipient, no address, ENCRYPT without
+ * smtp_client_deliver - run one transaction for d on loop, on a cached
+ * connection when d->cache holds one for d->dest and d->addr; cb(arg,
+ * result) runs once, from the loop, after the connection is closed or
+ * cached, never before this returns.  0, or -EINVAL (no recipient, no address, ENCRYPT without
  * a TLS context, ...) / -ENOMEM / a libuv error, after which cb never runs.
  */
 int smtp_client_deliver(uv_loop_t *loop, const struct smtp_delivery *d,

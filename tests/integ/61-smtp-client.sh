@@ -8,7 +8,10 @@
 # one; STARTTLS may/encrypt; 4xx/5xx per recipient; 5xx/4xx to MAIL, DATA
 # and the final dot; SIZE too big; 8BITMIME and SMTPUTF8 missing; DSN
 # parameters; EHLO -> HELO; the server closing mid-transaction, a silent
-# server, a refused connection -> deferred.
+# server, a refused connection -> deferred.  The connection cache: two
+# transactions over one connection (no second EHLO, no RSET after a
+# success), the sink closing the idle connection, the cached connection
+# dying at MAIL (a new connection, transparently), the idle timeout (QUIT).
 . "$(dirname "$0")/lib.sh"
 need cc pkg-config openssl "$PY" /usr/sbin/smtp-sink
 
@@ -347,6 +350,73 @@ deliver --rcpt a@rcpt.example --tls none
 rcpt_is a@rcpt.example deferred 0 4.4.1
 grep_out '^connected 0$'
 grep_out '^error ECONNREFUSED$'
+
+# --- the connection cache -------------------------------------------------------------------
+# recs PYTHON-EXPR - like rec, over every connection record (cs, in order)
+recs() {
+	"$PY" - "$REC" "$SIG" "${DMSG:-$MSG}" "$1" <<'EOF' || fail "sink records check failed: $1"
+import base64, json, sys
+rec, sig, msg, expr = sys.argv[1:5]
+cs = [json.loads(l) for l in open(rec).read().splitlines()]
+want = open(sig, "rb").read() + open(msg, "rb").read()
+data = lambda t: base64.b64decode(t["data"])
+ok = eval(expr)
+if not ok:
+    print("records:", json.dumps(cs)[:4000], file=sys.stderr)
+    sys.exit(1)
+EOF
+}
+
+# results_are K REGEX... - the lines of delivery K (after "delivery K") match each REGEX
+results_are() {
+	local k=$1 re
+	shift
+	awk -v k="$k" '$1 == "delivery" { on = ($2 == k); next } on' "$T/out" >"$T/out.$k"
+	for re in "$@"; do
+		grep_out "$re" "$T/out.$k"
+	done
+}
+
+note "connection cache: two transactions over one connection"
+sink cache
+deliver --rcpt a@rcpt.example --tls none --cache 5000 --repeat 2
+results_are 1 '^reused 0$' '^cached 1$' '^rcpt a@rcpt\.example sent 250'
+results_are 2 '^reused 1$' '^cached 1$' '^rcpt a@rcpt\.example sent 250' '^stage done$' '^greeting sink\.test$'
+grep_out '^connections opened 1 closed 1$'
+recs 'len(cs) == 1 and len(cs[0]["txns"]) == 2 and all(data(t) == want for t in cs[0]["txns"])'
+recs '[c for c in cs[0]["cmds"] if c.startswith("EHLO")] == ["EHLO signet.test"] and "RSET" not in cs[0]["cmds"]'
+
+note "connection cache over STARTTLS"
+sink cachetls --tls "$T/cert.pem" "$T/key.pem"
+deliver --rcpt a@rcpt.example --tls encrypt --cache 5000 --repeat 3
+results_are 3 '^reused 1$' '^tls TLSv1\.[23] ' '^rcpt a@rcpt\.example sent 250'
+recs 'len(cs) == 1 and cs[0]["tls"] is not None and len(cs[0]["txns"]) == 3 and all(data(t) == want for t in cs[0]["txns"])'
+
+note "connection cache: a failed transaction is reset, then the connection reused"
+sink cachefail --reply 'RCPT:bad@=550 5.1.1 no such user'
+deliver --rcpt bad@rcpt.example --tls none --cache 5000 --repeat 2
+results_are 2 '^reused 1$' '^rcpt bad@rcpt\.example bounced 550'
+recs 'len(cs) == 1 and cs[0]["cmds"].count("RSET") == 2'
+
+note "connection cache: the sink closed the idle connection, a new one is made"
+sink cacheidle --close-idle 300
+deliver --rcpt a@rcpt.example --tls none --cache 5000 --repeat 2 --gap 1000
+results_are 2 '^reused 0$' '^connected 1$' '^rcpt a@rcpt\.example sent 250'
+grep_out '^connections opened 2 closed 2$'
+recs 'len(cs) == 2 and cs[0]["closed_by_sink"] and [len(c["txns"]) for c in cs] == [1, 1] and data(cs[1]["txns"][0]) == want'
+
+note "connection cache: the cached connection dies at MAIL, delivery goes on transparently"
+sink cachemail --close-mail 2
+deliver --rcpt a@rcpt.example --rcpt b@rcpt.example --tls none --cache 5000 --repeat 2
+results_are 2 '^reused 0$' '^error 0$' '^rcpt a@rcpt\.example sent 250' '^rcpt b@rcpt\.example sent 250' '^counts sent=2 deferred=0 bounced=0$'
+grep_out '^connections opened 2 closed 2$'
+recs 'len(cs) == 2 and cs[0]["closed_by_sink"] and cs[0]["cmds"][-1].startswith("MAIL") and len(cs[1]["txns"]) == 1 and data(cs[1]["txns"][0]) == want'
+
+note "connection cache: the idle time is up, QUIT"
+sink cachequit
+deliver --rcpt a@rcpt.example --tls none --cache 300 --repeat 2 --gap 1000
+results_are 2 '^reused 0$' '^rcpt a@rcpt\.example sent 250'
+recs 'len(cs) == 2 and cs[0]["cmds"][-1] == "QUIT" and not cs[0]["closed_by_sink"]'
 
 # --- postfix's smtp-sink -----------------------------------------------------------------------
 # smtp-sink_run NAME [OPTIONS...] - start smtp-sink dumping into $T/NAME/

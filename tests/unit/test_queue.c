@@ -908,6 +908,158 @@ TEST(queue_file_corrupt)
 	free(dir);
 }
 
+/* ---- resumable reader ------------------------------------------------------ */
+
+struct collect {
+	unsigned char *p;
+	size_t len, cap;
+};
+
+/* collect_msg - queue_file_message callback: append to a growing buffer. */
+static int
+collect_msg(void *arg, const char *p, size_t len)
+{
+	struct collect *c = arg;
+
+	if (c->len + len > c->cap) {
+		c->cap = (c->len + len) * 2;
+		T_TRUE((c->p = realloc(c->p, c->cap)) != NULL);
+	}
+	memcpy(c->p + c->len, p, len);
+	c->len += len;
+	return 0;
+}
+
+/*
+ * reader_all - read path through queue_reader with chunks of cap bytes
+ * (cap 0: a random size from 1 to 70000 per call) into out; the final
+ * return (0 or an error).  Every positive return must be <= cap.
+ */
+static long
+reader_all(const char *path, size_t cap, struct collect *out)
+{
+	struct queue_reader *r;
+	size_t want;
+	char *buf;
+	long n;
+
+	out->len = 0;
+	T_OK(queue_reader_open(path, &r));
+	T_TRUE((buf = malloc(cap > 0 ? cap : 70000)) != NULL);
+	for (;;) {
+		want = cap > 0 ? cap : 1 + (size_t)(rng() % 70000);
+		if ((n = queue_reader_read(r, buf, want)) <= 0)
+			break;
+		T_TRUE((size_t)n <= want);
+		collect_msg(out, buf, (size_t)n);
+	}
+	/* The end and errors are sticky. */
+	T_EQ(queue_reader_read(r, buf, want), n);
+	queue_reader_close(r);
+	free(buf);
+	return n;
+}
+
+TEST(queue_reader_chunks)
+{
+	static const size_t sizes[] = { 0, 1, 70000, (1 << 20) + 12345 };
+	static const size_t caps[] = { 1, 2, 7, 4095, 65535, 65536, 65537,
+	    1 << 20, 0 };
+	char *dir = make_tmpdir(), id[QUEUE_ID_LEN + 1], path[512];
+	struct collect want = { NULL, 0, 0 }, got = { NULL, 0, 0 };
+	struct queue_reader *r;
+	struct queue_mark mk;
+	struct counts c;
+	size_t i, j;
+	char b[4];
+
+	memset(&c, 0, sizeof(c));
+	/* never NULL, even for the empty message (memcmp) */
+	T_TRUE((want.p = malloc(1)) != NULL && (got.p = malloc(1)) != NULL);
+	want.cap = got.cap = 1;
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		spool_one(dir, sizes[i], 0, id, &c);
+		snprintf(path, sizeof(path), "%s/active/%s", dir, id);
+		want.len = 0;
+		T_OK(queue_file_message(path, collect_msg, &want));
+		T_EQ(want.len, sizes[i]);
+		if (i == 2) {
+			/* 'R' records after X are not the reader's business. */
+			mk = (struct queue_mark){ 0, QUEUE_RCPT_PENDING, 1, 2,
+			    1, "451 later" };
+			T_OK(queue_file_mark(path, &mk, 1));
+		}
+		for (j = 0; j < sizeof(caps) / sizeof(caps[0]); j++) {
+			/* 1-byte reads of the big one: a few sizes suffice */
+			if (sizes[i] > 100000 && caps[j] == 2)
+				continue;
+			T_EQ(reader_all(path, caps[j], &got), 0);
+			T_MEMEQ(got.p, got.len, want.p, want.len);
+		}
+	}
+	/* cap 0 reads nothing; a missing file does not open. */
+	T_OK(queue_reader_open(path, &r));
+	T_EQ(queue_reader_read(r, b, 0), -EINVAL);
+	T_TRUE(queue_reader_read(r, b, sizeof(b)) > 0);
+	queue_reader_close(r);
+	queue_reader_close(NULL);
+	r = (struct queue_reader *)&c;
+	T_EQ(queue_reader_open("/nonexistent/queue/file", &r), -ENOENT);
+	T_TRUE(r == NULL);
+	free(want.p);
+	free(got.p);
+	rm_rf(dir);
+	free(dir);
+}
+
+TEST(queue_reader_corrupt)
+{
+	char *dir = make_tmpdir(), id[QUEUE_ID_LEN + 1];
+	char good[512], bad[512];
+	struct collect got = { NULL, 0, 0 };
+	struct counts c;
+	long size, i, rc;
+	FILE *f;
+
+	memset(&c, 0, sizeof(c));
+	spool_one(dir, 70000, 0, id, &c);      /* two 'M' records */
+	snprintf(good, sizeof(good), "%s/active/%s", dir, id);
+	snprintf(bad, sizeof(bad), "%s/bad", dir);
+	size = file_size(good);
+	T_EQ(reader_all(good, 4096, &got), 0);
+	T_EQ(got.len, 70000);
+
+	/* Truncated anywhere: never the end, always -EINVAL. */
+	for (i = 0; i < size; i += i < 64 ? 1 : i > size - 80 ? 1 : 997) {
+		copy_file(good, bad, i, -1);
+		if ((rc = reader_all(bad, i % 2 ? 65536 : 1000, &got)) !=
+		    -EINVAL)
+			T_FAIL("truncated to %ld of %ld: %ld", i, size, rc);
+	}
+	/* A flipped bit anywhere before the 'R' records. */
+	for (i = 0; i < size; i += i < 300 ? 1 : i > size - 300 ? 1 : 1009) {
+		copy_file(good, bad, -1, i);
+		if ((rc = reader_all(bad, i % 3 ? 65536 : 777, &got)) !=
+		    -EINVAL)
+			T_FAIL("flipped byte %ld of %ld: %ld", i, size, rc);
+	}
+	/* In the message: every byte comes out, then the digest fails. */
+	copy_file(good, bad, -1, 40000);
+	T_EQ(reader_all(bad, 1 << 20, &got), -EINVAL);
+	T_EQ(got.len, 70000);
+	/* Not a queue file at all. */
+	T_TRUE((f = fopen(bad, "wb")) != NULL);
+	fputs("From: x\r\n\r\nhello\r\n", f);
+	fclose(f);
+	T_EQ(reader_all(bad, 100, &got), -EINVAL);
+	T_EQ(got.len, 0);
+	/* A directory opens but cannot be read. */
+	T_EQ(reader_all(dir, 100, &got), -EISDIR);
+	free(got.p);
+	rm_rf(dir);
+	free(dir);
+}
+
 TEST(queue_recover_moves)
 {
 	char *dir = make_tmpdir(), id[QUEUE_ID_LEN + 1];

@@ -2,7 +2,10 @@
  * test_smtp_client.c - the delivery client's pure parts: the reply parser
  * (multi-line, enhanced codes, garbage, limits), EHLO keywords, the
  * dot-stuffing streamer across chunk boundaries, the verdict table; and
- * one loop test: a refused connection defers every recipient.
+ * loop tests: a refused connection defers every recipient, and the
+ * connection cache against a small scripted server on the same loop
+ * (reuse, RSET, reconnecting when a cached connection died, the server
+ * closing an idle one, the idle timeout, shutdown).
  */
 #include <errno.h>
 #include <netinet/in.h>
@@ -474,5 +477,357 @@ TEST(smtp_client_connect_refused)
 	T_EQ(done.v[0], SMTP_VERDICT_DEFERRED);
 	T_EQ(done.v[1], SMTP_VERDICT_DEFERRED);
 	T_STREQ(done.status[0], "4.4.1");
+	T_OK(uv_loop_close(&loop));
+}
+
+/* ---- on a loop: the connection cache -------------------------------------------- */
+
+/*
+ * A scripted server: 220, EHLO without PIPELINING, MAIL 250, every RCPT
+ * 550 (so no message file is ever read), RSET 250, QUIT 221.
+ */
+struct fsrv {
+	uv_tcp_t tcp;
+	int port;
+	int conns, open;           /* accepted in all, open now */
+	int mails, rsets, quits;
+	int close_on_mail;         /* hang up on the next MAIL, once */
+	struct fconn *list;
+};
+
+struct fconn {
+	uv_tcp_t tcp;
+	struct fsrv *s;
+	struct fconn *next;
+	char buf[1024];
+	size_t len;
+	int closing;
+};
+
+static void
+fs_write_cb(uv_write_t *w, int status)
+{
+	(void)status;
+	free(w);
+}
+
+static void
+fs_send(struct fconn *fc, const char *text)
+{
+	size_t n = strlen(text);
+	uv_write_t *w = malloc(sizeof(*w) + n);
+	uv_buf_t b;
+
+	T_TRUE(w != NULL);
+	memcpy(w + 1, text, n);
+	b = uv_buf_init((char *)(w + 1), (unsigned)n);
+	T_OK(uv_write(w, (uv_stream_t *)&fc->tcp, &b, 1, fs_write_cb));
+}
+
+static void
+fs_closed(uv_handle_t *h)
+{
+	struct fconn *fc = h->data, **pp;
+
+	for (pp = &fc->s->list; *pp != fc; pp = &(*pp)->next)
+		;
+	*pp = fc->next;
+	fc->s->open--;
+	free(fc);
+}
+
+static void
+fs_hangup(struct fconn *fc)
+{
+	if (!fc->closing) {
+		fc->closing = 1;
+		uv_close((uv_handle_t *)&fc->tcp, fs_closed);
+	}
+}
+
+static void
+fs_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+	struct fconn *fc = h->data;
+
+	*b = uv_buf_init(fc->buf + fc->len, (unsigned)(sizeof(fc->buf) - fc->len));
+}
+
+/* fs_line - one command */
+static void
+fs_line(struct fconn *fc, const char *l)
+{
+	struct fsrv *s = fc->s;
+
+	if (strncmp(l, "EHLO", 4) == 0)
+		fs_send(fc, "250-fake.test\r\n250 ENHANCEDSTATUSCODES\r\n");
+	else if (strncmp(l, "MAIL", 4) == 0) {
+		s->mails++;
+		if (s->close_on_mail) {
+			s->close_on_mail = 0;
+			fs_hangup(fc);
+			return;
+		}
+		fs_send(fc, "250 2.1.0 ok\r\n");
+	} else if (strncmp(l, "RCPT", 4) == 0)
+		fs_send(fc, "550 5.1.1 no such user\r\n");
+	else if (strncmp(l, "RSET", 4) == 0) {
+		s->rsets++;
+		fs_send(fc, "250 2.0.0 ok\r\n");
+	} else if (strncmp(l, "QUIT", 4) == 0) {
+		s->quits++;
+		fs_send(fc, "221 2.0.0 bye\r\n");
+		fs_hangup(fc);
+	} else
+		fs_send(fc, "502 5.5.2 what\r\n");
+}
+
+static void
+fs_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
+{
+	struct fconn *fc = st->data;
+	char *nl, line[1024];
+	size_t k;
+
+	if (n < 0) {
+		fs_hangup(fc);
+		return;
+	}
+	fc->len += (size_t)n;
+	while (!fc->closing && (nl = memchr(fc->buf, '\n', fc->len)) != NULL) {
+		k = (size_t)(nl - fc->buf) + 1;
+		memcpy(line, fc->buf, k);
+		line[k] = '\0';
+		memmove(fc->buf, fc->buf + k, fc->len - k);
+		fc->len -= k;
+		fs_line(fc, line);
+	}
+}
+
+static void
+fs_accept(uv_stream_t *ls, int status)
+{
+	struct fsrv *s = ls->data;
+	struct fconn *fc = calloc(1, sizeof(*fc));
+
+	T_OK(status);
+	T_TRUE(fc != NULL);
+	fc->s = s;
+	T_OK(uv_tcp_init(ls->loop, &fc->tcp));
+	fc->tcp.data = fc;
+	T_OK(uv_accept(ls, (uv_stream_t *)&fc->tcp));
+	fc->next = s->list;
+	s->list = fc;
+	s->conns++;
+	s->open++;
+	T_OK(uv_read_start((uv_stream_t *)&fc->tcp, fs_alloc, fs_read));
+	fs_send(fc, "220 fake.test ESMTP\r\n");
+}
+
+static void
+fs_start(uv_loop_t *loop, struct fsrv *s, struct sockaddr_in *sin)
+{
+	int sl = sizeof(*sin);
+
+	memset(s, 0, sizeof(*s));
+	T_OK(uv_tcp_init(loop, &s->tcp));
+	s->tcp.data = s;
+	T_OK(uv_ip4_addr("127.0.0.1", 0, sin));
+	T_OK(uv_tcp_bind(&s->tcp, (struct sockaddr *)sin, 0));
+	T_OK(uv_listen((uv_stream_t *)&s->tcp, 16, fs_accept));
+	T_OK(uv_tcp_getsockname(&s->tcp, (struct sockaddr *)sin, &sl));
+}
+
+struct cdone {
+	int calls, reused, cached, error;
+	size_t nbounced;
+	char status[16];
+};
+
+static void
+on_cdone(void *arg, const struct smtp_result *res)
+{
+	struct cdone *d = arg;
+
+	d->calls++;
+	d->reused = res->reused;
+	d->cached = res->cached;
+	d->error = res->error;
+	d->nbounced = res->nbounced;
+	snprintf(d->status, sizeof(d->status), "%s", res->rcpt[0].reply.status);
+}
+
+struct cevents {
+	int open, close;
+};
+
+static void
+on_cevent(void *arg, enum smtp_conn_event ev)
+{
+	struct cevents *e = arg;
+
+	if (ev == SMTP_CONN_OPEN)
+		e->open++;
+	else
+		e->close++;
+}
+
+/* deliver_one - one delivery to the end; its result in *done */
+static void
+deliver_one(uv_loop_t *loop, const struct smtp_delivery *d, struct cdone *done)
+{
+	memset(done, 0, sizeof(*done));
+	T_OK(smtp_client_deliver(loop, d, on_cdone, done));
+	T_EQ(done->calls, 0);
+	while (done->calls == 0)
+		uv_run(loop, UV_RUN_ONCE);
+	T_EQ(done->calls, 1);
+	T_EQ(done->nbounced, 1);
+	T_STREQ(done->status, "5.1.1");
+}
+
+/* t_log - client logs on stderr when SIGNET_TEST_VERBOSE is set */
+static void
+t_log(void *arg, int prio, const char *msg)
+{
+	(void)arg;
+	if (getenv("SIGNET_TEST_VERBOSE") != NULL)
+		fprintf(stderr, "  [log %d] %s\n", prio, msg);
+}
+
+static void
+fs_closed_listener(uv_handle_t *h)
+{
+	(void)h;
+}
+
+TEST(smtp_client_cache)
+{
+	struct smtp_client_cache_opts co;
+	struct smtp_client_cache *cc;
+	struct sockaddr_in sin;
+	struct queue_rcpt rc[1];
+	struct queue_file qf;
+	struct smtp_delivery d;
+	struct cevents ev;
+	struct cdone done;
+	struct fconn *fc;
+	struct fsrv s;
+	uv_loop_t loop;
+	uint64_t t0;
+
+	T_OK(uv_loop_init(&loop));
+	fs_start(&loop, &s, &sin);
+	memset(&ev, 0, sizeof(ev));
+	memset(&co, 0, sizeof(co));
+	co.idle_ms = 60000;
+	co.event = on_cevent;
+	co.log = t_log;
+	co.arg = &ev;
+	T_OK(smtp_client_cache_new(&loop, &co, &cc));
+
+	memset(&qf, 0, sizeof(qf));
+	qf.env.mail_from = (char *)"sender@example.org";
+	memset(rc, 0, sizeof(rc));
+	rc[0].addr = (char *)"nobody@example.com";
+	memset(&d, 0, sizeof(d));
+	d.addr = (struct sockaddr *)&sin;
+	d.host = "fake.test";
+	d.helo = "signet.test";
+	d.tls = SMTP_TLS_NONE;
+	d.path = "/nonexistent";       /* never read: no recipient is taken */
+	d.qf = &qf;
+	d.rcpt = rc;
+	d.nrcpt = 1;
+	d.timeouts.cmd_ms = 5000;
+	d.log = t_log;
+	d.cache = cc;
+	d.dest = "example.com";
+
+	/* The first delivery connects; its connection stays, after RSET. */
+	deliver_one(&loop, &d, &done);
+	T_EQ(done.reused, 0);
+	T_EQ(done.cached, 1);
+	T_EQ(smtp_client_cache_idle(cc), 1);
+	T_EQ(s.conns, 1);
+	T_EQ(s.rsets, 1);
+	T_EQ(ev.open, 1);
+
+	/* Another destination, or another EHLO name: not that connection. */
+	d.dest = "example.net";
+	deliver_one(&loop, &d, &done);
+	T_EQ(done.reused, 0);
+	T_EQ(s.conns, 2);
+	T_EQ(smtp_client_cache_idle(cc), 2);
+	d.dest = "example.com";
+
+	/* The same destination and address: MAIL at once on connection 1. */
+	deliver_one(&loop, &d, &done);
+	T_EQ(done.reused, 1);
+	T_EQ(s.conns, 2);
+	T_EQ(s.mails, 3);
+	T_EQ(smtp_client_cache_idle(cc), 2);
+
+	/* It died before the first reply: a new connection, one callback. */
+	s.close_on_mail = 1;
+	deliver_one(&loop, &d, &done);
+	T_EQ(done.reused, 0);
+	T_EQ(done.error, 0);
+	T_EQ(s.conns, 3);
+	T_EQ(ev.open, 3);
+	T_EQ(ev.close, 1);
+	T_EQ(smtp_client_cache_idle(cc), 2);
+
+	/* The server closes idle connections: they leave the cache. */
+	for (fc = s.list; fc != NULL; fc = fc->next)
+		fs_hangup(fc);
+	while (smtp_client_cache_idle(cc) > 0)
+		uv_run(&loop, UV_RUN_ONCE);
+	T_EQ(ev.close, 3);
+	deliver_one(&loop, &d, &done);
+	T_EQ(done.reused, 0);
+	T_EQ(s.conns, 4);
+
+	/* The idle time is up: QUIT. */
+	smtp_client_cache_set_idle(cc, 200);
+	d.dest = "example.org";
+	deliver_one(&loop, &d, &done);    /* cached with 200 ms */
+	T_EQ(s.conns, 5);
+	T_EQ(smtp_client_cache_idle(cc), 2);
+	t0 = uv_now(&loop);
+	while (smtp_client_cache_idle(cc) > 1)
+		uv_run(&loop, UV_RUN_ONCE);
+	T_TRUE(uv_now(&loop) - t0 >= 150);
+	while (ev.close < 4)
+		uv_run(&loop, UV_RUN_ONCE);
+	T_EQ(s.quits, 1);
+
+	/* No cache time: QUIT after the transaction, as without a cache. */
+	smtp_client_cache_set_idle(cc, 0);
+	T_EQ(smtp_client_cache_idle(cc), 0);
+	smtp_client_cache_set_idle(cc, 60000);
+	deliver_one(&loop, &d, &done);
+	T_EQ(smtp_client_cache_idle(cc), 1);
+
+	/* Shutdown: idle connections close at once, events before return. */
+	smtp_client_cache_free(cc);
+	T_EQ(ev.open, ev.close);
+
+	/* max_conns: a new connection closes the oldest idle one first. */
+	co.max_conns = 1;
+	T_OK(smtp_client_cache_new(&loop, &co, &cc));
+	d.cache = cc;
+	deliver_one(&loop, &d, &done);
+	T_EQ(smtp_client_cache_idle(cc), 1);
+	d.dest = "example.com";
+	deliver_one(&loop, &d, &done);
+	T_EQ(done.reused, 0);
+	T_EQ(smtp_client_cache_idle(cc), 1);
+	T_EQ(ev.open - ev.close, 1);
+	smtp_client_cache_free(cc);
+	T_EQ(ev.open, ev.close);
+	uv_close((uv_handle_t *)&s.tcp, fs_closed_listener);
+	T_OK(uv_run(&loop, UV_RUN_DEFAULT));
+	T_EQ(s.open, 0);
 	T_OK(uv_loop_close(&loop));
 }

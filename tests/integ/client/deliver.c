@@ -9,6 +9,13 @@
  *           --to IP:PORT [--host NAME] [--tls none|may|encrypt]
  *           [--no-pipelining] [--8bit] [--smtputf8] [--ret full|hdrs]
  *           [--envid ID] [--notify BITS] [--orcpt TYPE;ADDR] [--timeout MS]
+ *           [--cache IDLE-MS [--repeat N] [--gap MS]]
+ *
+ * With --cache the deliveries go through a connection cache (destination
+ * "rcpt.example") and the same message is delivered N times, MS apart;
+ * each delivery's lines follow a "delivery K" line ("reused" and "cached"
+ * are printed for every delivery); at the end, after the cache is freed,
+ * "connections opened N closed M" (the cache's events).
  *
  * Exit 0 when the callback ran (whatever the verdicts), 2 on usage or
  * setup errors.  Built by tests/integ/61-smtp-client.sh.
@@ -31,7 +38,11 @@ static struct {
 	int no_pipelining, body_8bit, smtputf8, notify, verbose;
 	enum queue_ret ret;
 	unsigned timeout;
-} opt = { .tls = SMTP_TLS_MAY, .host = "sink.test" };
+	int cache;                 /* -1: no cache; else the idle time */
+	unsigned repeat, gap;
+} opt = { .tls = SMTP_TLS_MAY, .host = "sink.test", .cache = -1, .repeat = 1 };
+
+static int conn_open, conn_close, gap_over;
 
 
 static char qid[QUEUE_ID_LEN + 1];
@@ -97,6 +108,8 @@ on_done(void *arg, const struct smtp_result *res)
 
 	delivered = 1;
 	printf("connected %d\n", res->connected);
+	printf("reused %d\n", res->reused);
+	printf("cached %d\n", res->cached);
 	printf("error %s\n", res->error == 0 ? "0" : uv_err_name(res->error));
 	printf("stage %s\n", res->stage);
 	printf("greeting %s\n", res->greeting[0] ? res->greeting : "-");
@@ -123,6 +136,21 @@ on_spool_closed(void *arg)
 {
 }
 
+static void
+on_conn_event(void *arg, enum smtp_conn_event ev)
+{
+	if (ev == SMTP_CONN_OPEN)
+		conn_open++;
+	else
+		conn_close++;
+}
+
+static void
+on_gap(uv_timer_t *t)
+{
+	gap_over = 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -133,7 +161,11 @@ main(int argc, char **argv)
 	struct queue_msg *m;
 	struct queue_file qf;
 	struct smtp_delivery d;
+	struct smtp_client_cache_opts co;
+	struct smtp_client_cache *cache = NULL;
 	struct sockaddr_storage ss;
+	uv_timer_t gap;
+	unsigned k;
 	char path[4096], err[256], host[256], *colon;
 	char *msg, *sig = NULL;
 	size_t msglen, siglen = 0, i;
@@ -167,6 +199,9 @@ main(int argc, char **argv)
 		else if (!strcmp(o, "--notify")) opt.notify = atoi(ARG());
 		else if (!strcmp(o, "--orcpt")) opt.orcpt = ARG();
 		else if (!strcmp(o, "--timeout")) opt.timeout = (unsigned)atoi(ARG());
+		else if (!strcmp(o, "--cache")) opt.cache = atoi(ARG());
+		else if (!strcmp(o, "--repeat")) opt.repeat = (unsigned)atoi(ARG());
+		else if (!strcmp(o, "--gap")) opt.gap = (unsigned)atoi(ARG());
 		else if (!strcmp(o, "-v")) opt.verbose = 1;
 		else die(o);
 #undef ARG
@@ -252,10 +287,39 @@ main(int argc, char **argv)
 	d.timeouts.data_ms = opt.timeout;
 	d.timeouts.dot_ms = opt.timeout;
 	d.log = on_log;
-	if ((rc_ = smtp_client_deliver(&loop, &d, on_done, NULL)) != 0)
-		die(uv_strerror(rc_));
-	while (!delivered)
-		uv_run(&loop, UV_RUN_ONCE);
+	if (opt.cache >= 0) {
+		memset(&co, 0, sizeof(co));
+		co.idle_ms = (unsigned)opt.cache;
+		co.event = on_conn_event;
+		co.log = on_log;
+		if (smtp_client_cache_new(&loop, &co, &cache) != 0)
+			die("smtp_client_cache_new");
+		d.cache = cache;
+		d.dest = "rcpt.example";
+	}
+	if (uv_timer_init(&loop, &gap) != 0)
+		die("uv_timer_init");
+	for (k = 1; k <= opt.repeat; k++) {
+		if (k > 1 && opt.gap > 0) {
+			gap_over = 0;
+			uv_timer_start(&gap, on_gap, opt.gap, 0);
+			while (!gap_over)
+				uv_run(&loop, UV_RUN_ONCE);
+		}
+		if (cache != NULL)
+			printf("delivery %u\n", k);
+		delivered = 0;
+		if ((rc_ = smtp_client_deliver(&loop, &d, on_done, NULL)) != 0)
+			die(uv_strerror(rc_));
+		while (!delivered)
+			uv_run(&loop, UV_RUN_ONCE);
+	}
+	uv_close((uv_handle_t *)&gap, NULL);
+	if (cache != NULL) {
+		smtp_client_cache_free(cache);
+		printf("connections opened %d closed %d\n", conn_open, conn_close);
+		fflush(stdout);
+	}
 
 	queue_spool_close(sp, on_spool_closed, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);

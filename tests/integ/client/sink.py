@@ -4,6 +4,7 @@
     sink.py --port P --record FILE [--ready FILE]
             [--hide KEYWORD]... [--size N] [--tls CERT KEY] [--dsn] [--smtputf8]
             [--reply STAGE[:MATCH]=REPLY]... [--close STAGE] [--delay-mail MS]
+            [--close-idle MS] [--close-mail N]
 
 Listens on 127.0.0.1:P.  Every connection appends one JSON line to FILE
 when it ends: the commands in order, whether TLS was on (and the version),
@@ -18,7 +19,11 @@ Offers PIPELINING, SIZE, 8BITMIME, ENHANCEDSTATUSCODES by default (minus
 answers STAGE (GREETING, EHLO, HELO, STARTTLS, MAIL, RCPT, DATA, DOT;
 MATCH: a substring of the command line) with REPLY instead of the usual;
 --close STAGE drops the connection without a reply when STAGE arrives
-(BODY: after the first line of message data).
+(BODY: after the first line of message data).  --close-idle hangs up when
+no command comes within MS after a finished transaction (a server's idle
+timeout); --close-mail hangs up when the Nth MAIL of a connection arrives
+(a cached connection that died just before it was reused).  Counting the
+lines of FILE counts the connections.
 """
 import argparse
 import asyncio
@@ -39,6 +44,8 @@ ap.add_argument("--smtputf8", action="store_true")
 ap.add_argument("--reply", action="append", default=[])
 ap.add_argument("--close", action="append", default=[])
 ap.add_argument("--delay-mail", type=int, default=200)
+ap.add_argument("--close-idle", type=int, default=0)
+ap.add_argument("--close-mail", type=int, default=0)
 args = ap.parse_args()
 
 replies = []
@@ -84,7 +91,14 @@ async def handle(reader, writer):
         send(g)
         await flush()
         while True:
-            line = await reader.readline()
+            if args.close_idle and txn is not None and txn.get("done"):
+                try:
+                    line = await asyncio.wait_for(reader.readline(), args.close_idle / 1000)
+                except asyncio.TimeoutError:
+                    close()
+                    break
+            else:
+                line = await reader.readline()
             if not line:
                 break
             conn["cmds"].append(line.decode("utf-8", "replace").rstrip("\r\n"))
@@ -121,6 +135,9 @@ async def handle(reader, writer):
                     so = writer.get_extra_info("ssl_object")
                     conn["tls"] = so.version() if so else "?"
             elif verb == "MAIL":
+                if args.close_mail and len(conn["txns"]) + 1 == args.close_mail:
+                    close()
+                    break
                 txn = {"mail": line.decode("utf-8", "replace").rstrip("\r\n"),
                        "rcpt": [], "accepted": [], "pipelined": []}
                 conn["txns"].append(txn)
