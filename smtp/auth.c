@@ -417,8 +417,10 @@ smtp__sasl_plain(const char *b64, size_t len, char *user, size_t userlen,
 	if (clen == 0 || plen == 0 || memchr(pw, '\0', plen) != NULL)
 		goto done;
 	/* Acting for someone else is not offered (RFC 4616 2 allows that). */
-	if (zlen != 0 && (zlen != clen || memcmp(authz, authc, clen) != 0))
+	if (zlen != 0 && (zlen != clen || memcmp(authz, authc, clen) != 0)) {
+		rc = -2;
 		goto done;
+	}
 	if (clen >= userlen || plen >= passlen)
 		goto done;
 	memcpy(user, authc, clen);

@@ -1588,6 +1588,7 @@ static void
 smtp_auth_response(struct smtp_session *s, const char *p, size_t len)
 {
 	struct smtp_authreq *a = s->auth;
+	int rc;
 
 	if (len == 1 && p[0] == '*') {
 		smtp_auth_fail(s, "501 5.7.0 Authentication aborted");
@@ -1595,8 +1596,14 @@ smtp_auth_response(struct smtp_session *s, const char *p, size_t len)
 	}
 	switch (a->step) {
 	case SMTP_AUTH_STEP_RESPONSE:
-		if (smtp__sasl_plain(p, len, a->user, sizeof(a->user), a->pass,
-		    sizeof(a->pass)) < 0 || a->user[0] == '\0') {
+		rc = smtp__sasl_plain(p, len, a->user, sizeof(a->user), a->pass,
+		    sizeof(a->pass));
+		if (rc == -2) {
+			/* RFC 4954 6: not authorized to act as that identity */
+			smtp_auth_fail(s, "535 5.7.8 Error: authentication failed");
+			return;
+		}
+		if (rc < 0 || a->user[0] == '\0') {
 			smtp_auth_fail(s, "501 5.5.2 Error: cannot decode the response");
 			return;
 		}

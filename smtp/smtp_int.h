@@ -57,7 +57,7 @@ long smtp__proxy_parse(const char *p, size_t len, struct sockaddr_storage *src,
 
 /*
  * smtp__sasl_plain - decode a base64 PLAIN response "authzid\0user\0pass".
- * 0, or -1 if malformed.  user and pass are NUL-terminated, truncated never:
+ * 0, -1 if malformed, -2 if authzid names someone else (not offered).  user and pass are NUL-terminated, truncated never:
  * too long is malformed.
  */
 int smtp__sasl_plain(const char *b64, size_t len, char *user, size_t userlen,

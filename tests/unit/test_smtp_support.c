@@ -433,13 +433,13 @@ TEST(smtp_sasl_plain)
 	T_STREQ(user, "j\xc3\xb6rg@example.org");
 	T_STREQ(pass, "p w \xe2\x82\xac");
 
-	/* authzid must be empty or the same as authcid. */
+	/* authzid must be empty or the same as authcid (-2: a refusal, 535). */
 	T_EQ(plain(RAW("admin\0tim\0pw"), user, sizeof(user), pass,
-	    sizeof(pass)), -1);
+	    sizeof(pass)), -2);
 	T_EQ(plain(RAW("tim2\0tim\0pw"), user, sizeof(user), pass,
-	    sizeof(pass)), -1);
+	    sizeof(pass)), -2);
 	T_EQ(plain(RAW("ti\0tim\0pw"), user, sizeof(user), pass,
-	    sizeof(pass)), -1);
+	    sizeof(pass)), -2);
 	/* Missing or extra NULs, empty fields. */
 	T_EQ(plain(RAW("tim\0pw"), user, sizeof(user), pass, sizeof(pass)),
 	    -1);
