@@ -273,4 +273,109 @@ int dkim_verifier_finish(struct dkim_verifier *v, time_t now,
     struct dkim_verify_result *res, int nres);
 void dkim_verifier_free(struct dkim_verifier *v);
 
+
+/* ---- managed key names (issue 5) ----------------------------------------- */
+
+/*
+ * enc(domain) - how a domain's name becomes part of one DNS label, for the
+ * managed key records selectorN-enc(domain)._domainkey.<initial domain> and
+ * for default signing (s=selectorN-enc(domain), d=<initial domain>).
+ *
+ *  1. Normalize: ASCII letters are lower-cased and one trailing dot is
+ *     dropped.  The result must be a host name: labels of 1 to 63 octets
+ *     of [a-z0-9-], none starting or ending with '-', 253 octets in all.
+ *     An IDN must already be in A-labels ("xn--..."): an 8-bit byte (a
+ *     U-label) is an error, as are '_', spaces and empty labels.
+ *  2. Encode: each '-' becomes "--", then each '.' becomes '-' (Office
+ *     365's dots as dashes, made reversible):
+ *         fabrikam.com           -> fabrikam-com
+ *         my-domain.co.uk        -> my--domain-co-uk
+ *         xn--bcher-kva.example  -> xn----bcher--kva-example
+ *     Decoding is unambiguous because labels never start or end with '-':
+ *     a dot always sits between two letters or digits, so in enc every run
+ *     of dashes is either a single '-' (a dot) or an even run of 2k (k
+ *     dashes inside a label), and runs never touch.  Reading left to
+ *     right, "--" -> '-' and a lone '-' -> '.' recovers the domain; an enc
+ *     that does not encode back to itself (a run of 3, 5, ... dashes, a
+ *     leading or trailing '-', upper case) is refused.
+ *  3. Selector: "selectorN-" + enc (N = 1 or 2) when that fits in a DNS
+ *     label of 63 octets, i.e. when enc has at most DKIM_ENC_PLAIN_MAX (53)
+ *     octets.  Otherwise the hashed form "selectorN---" + the first 26
+ *     characters of base32 (RFC 4648 alphabet, lower case, no padding: 130
+ *     bits) of SHA-256 over the normalized domain, 38 octets.  What follows
+ *     "selectorN-" is then "--" + hash, which no plain enc can be: a plain
+ *     enc always starts with a letter or digit, because a host name does.
+ *     So in a managed selector the octet after "selectorN-" tells the two
+ *     forms apart: '-' (the selector starts "selectorN---") only when
+ *     hashed.  (Note that "---" as such may occur later in a plain enc:
+ *     "xn---x.example" gives "xn------x-example".)  A hashed name does not
+ *     give the domain back (dkim_domain_decode says DKIM_EHASHED_NAME);
+ *     the relay finds the domain by computing the names of those it knows.
+ */
+#define DKIM_ENC_PLAIN_MAX 53   /* longest enc used as is: 63 - "selectorN-" */
+#define DKIM_ENC_HASH_CHARS 26  /* base32 characters of a hashed name */
+#define DKIM_ENC_BUFSIZE 384    /* holds any enc (253 + 126 dashes) + NUL */
+#define DKIM_SELECTOR_BUFSIZE 64 /* holds any selector name + NUL */
+
+/*
+ * DKIM_EHASHED_NAME - dkim_domain_decode / dkim_selector_parse: a hashed
+ * name, well formed, but the domain is not recoverable from it.  It is
+ * outside DKIM_ERRNO_MAP; dkim_names_strerror() names it (and every other
+ * code, through dkim_strerror).
+ */
+#define DKIM_EHASHED_NAME (-1100)
+const char *dkim_names_strerror(int err);
+
+/*
+ * dkim_domain_normalize - step 1 above into out (at most 254 bytes with the
+ * NUL).  0, DKIM_EINVAL (not a host name) or -ENOBUFS.
+ */
+int dkim_domain_normalize(const char *domain, char *out, size_t outlen);
+/*
+ * dkim_domain_encode - enc(domain), the plain form of steps 1 and 2 (no
+ * length limit but the host name's; DKIM_ENC_BUFSIZE always suffices).
+ * 0, DKIM_EINVAL or -ENOBUFS.
+ */
+int dkim_domain_encode(const char *domain, char *out, size_t outlen);
+/*
+ * dkim_domain_decode - the inverse, from a plain enc or the "--" + hash part
+ * of a hashed selector.  0 and the normalized domain in out;
+ * DKIM_EHASHED_NAME for a well-formed hashed part; DKIM_EINVAL for anything
+ * no domain encodes to; -ENOBUFS.
+ */
+int dkim_domain_decode(const char *enc, char *out, size_t outlen);
+/*
+ * dkim_selector_name - "selectorN-" + enc(domain), or the hashed form when
+ * that would exceed 63 octets (step 3).  slot is 1 or 2.  0, DKIM_EINVAL
+ * (bad slot or domain) or -ENOBUFS (DKIM_SELECTOR_BUFSIZE always suffices).
+ */
+int dkim_selector_name(int slot, const char *domain, char *out,
+    size_t outlen);
+/*
+ * dkim_selector_parse - split a selector "selectorN-X" (case-insensitive)
+ * into its slot and the domain X encodes.  0; DKIM_EHASHED_NAME (*slot
+ * set, domain not); DKIM_EINVAL when it is no managed selector; -ENOBUFS.
+ */
+int dkim_selector_parse(const char *selector, int *slot, char *domain,
+    size_t domainlen);
+
+/*
+ * dkim_alignment_check - the verifier's view of one signature (d=, s=) on
+ * mail From from_domain.  Aligned (1) when
+ *   - d= is the From domain or one of its parents of two labels or more
+ *     (DMARC relaxed alignment, approximated without a public suffix
+ *     list), or
+ *   - initial_suffix is not NULL or empty, d= lies strictly under it (the
+ *     seed's "d=*.onmicrosoft.com"), and s= is "selector1-" or "selector2-"
+ *     followed by what dkim_selector_name would put there for the From
+ *     domain, hashed form included ("implicit DMARC alignment").
+ * Otherwise 0.  Either way a one-line reason goes into why, e.g.
+ * "d=contoso.signet.example is under the initial suffix signet.example,
+ * s=selector1-fabrikam-com names fabrikam.com: implicitly aligned".  Names
+ * are compared after normalization (case, trailing dot); anything that is
+ * not a host name is simply not aligned.
+ */
+int dkim_alignment_check(const char *from_domain, const char *d,
+    const char *s, const char *initial_suffix, char *why, size_t whylen);
+
 #endif

@@ -109,6 +109,7 @@ static int conf_check_path(const char *, char *, size_t);
 static int conf_check_resolvers(const char *, char *, size_t);
 static int conf_check_transport(const char *, char *, size_t);
 static int conf_check_helo_name(const char *, char *, size_t);
+static int conf_check_initial_domain(const char *, char *, size_t);
 static const struct conf_custom conf_listen_ops, conf_bare_ops,
     conf_dkim_sign_ops, conf_canon_ops, conf_log_level_ops, conf_tls_level_ops;
 
@@ -177,6 +178,7 @@ static const struct conf_setting conf_table[] = {
 	    &conf_canon_ops),
 	C_LIST(dkim_signed_headers, dkim_default_headers, CF_COLON,
 	    conf_check_header),
+	C_STR(initial_domain, "", CF_EMPTY, conf_check_initial_domain),
 	/* delivery */
 	C_LIST(dns_resolvers, "", CF_EMPTY, conf_check_resolvers),
 	C_LIST(defer_transports, "", CF_EMPTY, conf_check_transport),
@@ -637,6 +639,25 @@ conf_check_hostname(const char *v, char *err, size_t errlen)
 {
 	if (!conf_is_hostname(v, 0))
 		return conf_seterr(err, errlen, "\"%s\" is not a host name", v);
+	return 0;
+}
+
+/*
+ * conf_check_initial_domain - empty, or a host name short enough that
+ * every managed key record under it, "selectorN-enc._domainkey." (at most
+ * 63 + 12 octets) + the name, stays within 253 octets.
+ */
+static int
+conf_check_initial_domain(const char *v, char *err, size_t errlen)
+{
+	if (*v == '\0')
+		return 0;
+	if (!conf_is_hostname(v, 0))
+		return conf_seterr(err, errlen, "\"%s\" is not a host name", v);
+	if (strlen(v) > 253 - 63 - 12)
+		return conf_seterr(err, errlen, "\"%s\" is too long for "
+		    "key records under it (at most %d octets)", v,
+		    253 - 63 - 12);
 	return 0;
 }
 

@@ -7,7 +7,11 @@
  * (list, show, flush, hold, release, delete) talks HTTP/1.1 to a running
  * node's admin server, at the admin_listen of CONFIG (or of the built-in
  * default), and prints its JSON answers as tables, or as they are with
- * `queue list --json`.
+ * `queue list --json`.  `dkim alignment` is the verifier's side of
+ * managed keys (issue 5): is each signature aligned with the From domain,
+ * plainly or implicitly (d= under an initial domain, s= naming the From
+ * domain)?  `dns records` prints the two CNAMEs a customer domain publishes
+ * to delegate its selectors to the initial_domain of CONFIG.
  *
  * Messages may have LF or CRLF line ends: input is read in chunks and each
  * bare LF becomes CRLF on the way (a CR ending one chunk is remembered for
@@ -52,6 +56,8 @@ struct ctl_cmd {
 static int ctl_dkim_keygen(int, char **);
 static int ctl_dkim_sign(int, char **);
 static int ctl_dkim_verify(int, char **);
+static int ctl_dkim_alignment(int, char **);
+static int ctl_dns_records(int, char **);
 static int ctl_queue_list(int, char **);
 static int ctl_queue_show(int, char **);
 static int ctl_queue_flush(int, char **);
@@ -67,6 +73,9 @@ static const struct ctl_cmd ctl_cmds[] = {
 	    "\t\t[-c HEADER/BODY] [-H FIELD:FIELD...] [-t UNIXTIME] "
 	    "[-x SECONDS] [FILE]" },
 	{ "dkim", "verify", ctl_dkim_verify, "[--keys DIR] [FILE]" },
+	{ "dkim", "alignment", ctl_dkim_alignment,
+	    "[--initial-suffix SUFFIX] [FILE]" },
+	{ "dns", "records", ctl_dns_records, "DOMAIN" },
 	{ "queue", "list", ctl_queue_list, "[--json]" },
 	{ "queue", "show", ctl_queue_show, "ID" },
 	{ "queue", "flush", ctl_queue_flush, "[ID]" },
@@ -902,6 +911,262 @@ fail:
 	}
 	dkim_verifier_free(v);
 	return rc;
+}
+
+/* ---- dkim alignment ------------------------------------------------------- */
+
+/* The header block of a message, gathered by ctl_feed_header. */
+struct ctl_hdr {
+	struct ctl_buf b;
+	int done;                    /* the empty line was seen */
+};
+
+/*
+ * ctl_feed_header - keep bytes until the end of the header block (the
+ * block then ends with the CRLF of its last field); later bytes are
+ * dropped.  0, or DKIM_EHEADER_TOO_BIG / DKIM_ENOMEM.
+ */
+static int
+ctl_feed_header(void *arg, const char *p, size_t len)
+{
+	struct ctl_hdr *h = arg;
+	size_t i, from;
+
+	if (h->done)
+		return 0;
+	from = h->b.len > 3 ? h->b.len - 3 : 0;
+	if (ctl_buf_add(&h->b, p, len) != 0)
+		return DKIM_ENOMEM;
+	if (h->b.len >= 2 && memcmp(h->b.p, "\r\n", 2) == 0) {
+		h->b.len = 0;                   /* no header at all */
+		h->done = 1;
+		return 0;
+	}
+	for (i = from; i + 4 <= h->b.len; i++)
+		if (memcmp(h->b.p + i, "\r\n\r\n", 4) == 0) {
+			h->b.len = i + 2;
+			h->done = 1;
+			return 0;
+		}
+	return h->b.len > DKIM_HEADER_MAX ? DKIM_EHEADER_TOO_BIG : 0;
+}
+
+/*
+ * ctl_tag - the value of tag name in a DKIM-Signature tag-list (RFC 6376
+ * 3.2), with every blank and line end removed, into out; 0, or -1 when the
+ * tag is missing or its value does not fit.
+ */
+static int
+ctl_tag(const char *v, size_t len, const char *name, char *out,
+    size_t outlen)
+{
+	const char *end = v + len, *p = v, *t, *eq, *semi;
+	size_t nlen = strlen(name), o;
+
+	while (p < end) {
+		semi = memchr(p, ';', (size_t)(end - p));
+		if (semi == NULL)
+			semi = end;
+		for (t = p; t < semi && isspace((unsigned char)*t); t++)
+			;
+		eq = memchr(t, '=', (size_t)(semi - t));
+		if (eq != NULL) {
+			const char *ne = eq;
+
+			while (ne > t && isspace((unsigned char)ne[-1]))
+				ne--;
+			if ((size_t)(ne - t) == nlen &&
+			    memcmp(t, name, nlen) == 0) {
+				for (o = 0, t = eq + 1; t < semi; t++) {
+					if (isspace((unsigned char)*t))
+						continue;
+					if (o + 1 >= outlen)
+						return -1;
+					out[o++] = *t;
+				}
+				out[o] = '\0';
+				return 0;
+			}
+		}
+		p = semi + 1;
+	}
+	return -1;
+}
+
+static int
+ctl_dkim_alignment(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "initial-suffix", required_argument, NULL, 'S' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct ctl_hdr h = { { NULL, 0, 0 }, 0 };
+	const char *file = NULL, *suffix = NULL, *p, *end, *f, *colon;
+	char from[256], d[256], s[256], why[1024], cd[256], cs[256];
+	char cw[1024], norm[256];
+	int ch, r, rc = CTL_EXIT_USAGE, nfrom = 0, nsig = 0, any = 0;
+
+	opterr = 0;
+	while ((ch = getopt_long(argc, argv, ":", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'S':
+			suffix = optarg;
+			break;
+		default:
+			rc = ctl_badopt("alignment", ch, optopt, argv);
+			goto fail;
+		}
+	}
+	if (argc - optind > 1) {
+		ctl_err("dkim alignment: unexpected argument %s",
+		    argv[optind + 1]);
+		goto fail;
+	}
+	if (optind < argc)
+		file = argv[optind];
+	if (suffix != NULL && dkim_domain_normalize(suffix[0] == '.' ?
+	    suffix + 1 : suffix, norm, sizeof(norm)) != 0) {
+		ctl_err("dkim alignment: --initial-suffix \"%s\" is not a "
+		    "domain", ctl_clean(suffix, cw, sizeof(cw)));
+		goto fail;
+	}
+	if ((r = ctl_read_message(file, ctl_feed_header, &h, NULL)) != 0) {
+		if (r != -1) {
+			ctl_err("%s: %s", file != NULL ? file : "stdin",
+			    dkim_strerror(r));
+			rc = CTL_EXIT_FAIL;
+		}
+		goto fail;
+	}
+	/* The From domain: exactly one From field (RFC 5322 3.6). */
+	end = h.b.p + h.b.len;
+	for (f = h.b.p; f != NULL && f < end; ) {
+		/* a field runs to the CRLF not followed by WSP */
+		for (p = f; (p = memchr(p, '\n', (size_t)(end - p))) != NULL;
+		    p++)
+			if (p + 1 >= end || (p[1] != ' ' && p[1] != '\t'))
+				break;
+		p = p != NULL ? p + 1 : end;
+		colon = memchr(f, ':', (size_t)(p - f));
+		if (colon != NULL && colon - f == 4 &&
+		    strncasecmp(f, "From", 4) == 0 && nfrom++ == 0 &&
+		    dkim_from_domain(colon + 1, (size_t)(p - colon - 1), from,
+		    sizeof(from)) != 0)
+			from[0] = '\0';
+		f = p;
+	}
+	if (nfrom != 1) {
+		ctl_err("%s: %s", file != NULL ? file : "stdin", nfrom == 0 ?
+		    "message has no From field" :
+		    "message has more than one From field");
+		rc = CTL_EXIT_FAIL;
+		goto fail;
+	}
+	if (from[0] == '\0') {
+		ctl_err("%s: no domain in the From field",
+		    file != NULL ? file : "stdin");
+		rc = CTL_EXIT_FAIL;
+		goto fail;
+	}
+	/* Then every DKIM-Signature, in order. */
+	for (f = h.b.p; f < end; ) {
+		for (p = f; (p = memchr(p, '\n', (size_t)(end - p))) != NULL;
+		    p++)
+			if (p + 1 >= end || (p[1] != ' ' && p[1] != '\t'))
+				break;
+		p = p != NULL ? p + 1 : end;
+		colon = memchr(f, ':', (size_t)(p - f));
+		if (colon == NULL || colon - f != 14 ||
+		    strncasecmp(f, "DKIM-Signature", 14) != 0) {
+			f = p;
+			continue;
+		}
+		nsig++;
+		if (ctl_tag(colon + 1, (size_t)(p - colon - 1), "d", d,
+		    sizeof(d)) != 0 || ctl_tag(colon + 1,
+		    (size_t)(p - colon - 1), "s", s, sizeof(s)) != 0) {
+			printf("not aligned d=? s=? (no usable d= or s= tag)\n");
+			f = p;
+			continue;
+		}
+		r = dkim_alignment_check(from, d, s, suffix, why, sizeof(why));
+		printf("%s d=%s s=%s (%s)\n", r == 1 ? "aligned" :
+		    "not aligned", ctl_clean(d, cd, sizeof(cd)),
+		    ctl_clean(s, cs, sizeof(cs)), ctl_clean(why, cw,
+		    sizeof(cw)));
+		if (r == 1)
+			any = 1;
+		f = p;
+	}
+	if (nsig == 0)
+		printf("none: no DKIM-Signature\n");
+	rc = any ? 0 : CTL_EXIT_FAIL;
+fail:
+	if (fflush(stdout) != 0) {
+		ctl_err("stdout: %s", strerror(errno));
+		rc = CTL_EXIT_USAGE;
+	}
+	free(h.b.p);
+	return rc;
+}
+
+/* ---- dns records ------------------------------------------------------------ */
+
+static int
+ctl_dns_records(int argc, char **argv)
+{
+	struct relay_config cfg;
+	char dom[256], initial[256], sel[DKIM_SELECTOR_BUFSIZE], c[256];
+	const char *where = ctl_config != NULL ? ctl_config : "(default)";
+	int slot, rc;
+
+	if (argc != 2 || argv[1][0] == '-') {
+		ctl_err("dns records: usage: signetctl [-c CONFIG] dns records "
+		    "DOMAIN");
+		return CTL_EXIT_USAGE;
+	}
+	if (dkim_domain_normalize(argv[1], dom, sizeof(dom)) != 0) {
+		ctl_err("dns records: \"%s\" is not a domain (IDNs in "
+		    "A-labels: xn--...)", ctl_clean(argv[1], c, sizeof(c)));
+		return CTL_EXIT_USAGE;
+	}
+	if (ctl_config != NULL)
+		rc = relay_config_load(ctl_config, &cfg, NULL, NULL);
+	else
+		rc = relay_config_default(&cfg);
+	if (rc != 0) {
+		ctl_err("%s: configuration has errors", where);
+		relay_config_free(&cfg);
+		return CTL_EXIT_USAGE;
+	}
+	rc = dkim_domain_normalize(cfg.initial_domain, initial,
+	    sizeof(initial));
+	relay_config_free(&cfg);
+	if (rc != 0) {
+		ctl_err("initial_domain is not set in %s: no managed key "
+		    "records to point to", where);
+		return CTL_EXIT_FAIL;
+	}
+	/* "selectorN._domainkey." + the domain must stay a DNS name */
+	if (strlen(dom) > 253 - 21) {
+		ctl_err("dns records: %s is too long to hold "
+		    "selectorN._domainkey records", dom);
+		return CTL_EXIT_FAIL;
+	}
+	for (slot = 1; slot <= 2; slot++) {
+		if (dkim_selector_name(slot, dom, sel, sizeof(sel)) != 0) {
+			ctl_err("dns records: cannot name the selector of %s",
+			    dom);
+			return CTL_EXIT_FAIL;
+		}
+		printf("selector%d._domainkey.%s. 3600 IN CNAME "
+		    "%s._domainkey.%s.\n", slot, dom, sel, initial);
+	}
+	if (fflush(stdout) != 0) {
+		ctl_err("stdout: %s", strerror(errno));
+		return CTL_EXIT_USAGE;
+	}
+	return 0;
 }
 
 /* ---- queue: the admin server's /queue requests ------------------------------ */

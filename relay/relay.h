@@ -115,6 +115,7 @@ struct relay_config {
 	int dkim_hcanon, dkim_bcanon;     /* enum dkim_canon */
 	struct relay_strlist dkim_signed_headers;
 	char *dkim_headers;               /* the same, colon-joined (for h=) */
+	char *initial_domain;             /* managed keys' zone; "" = none */
 
 	/* delivery (Postfix's names and defaults) */
 	struct relay_strlist dns_resolvers;   /* ADDR[:PORT]; none: resolv.conf */
