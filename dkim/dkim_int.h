@@ -26,6 +26,13 @@ struct dkim_pubkey {
 	int email_ok;        /* s= absent, "*" or lists email */
 };
 
+/* dkim__is_fws - folding whitespace around and inside tag values (RFC 6376 2.8). */
+static inline int
+dkim__is_fws(int c)
+{
+	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
 /*
  * dkim__b64_encode - standard base64 with padding into out, which holds at
  * least 4 * ((len + 2) / 3) + 1 bytes; NUL-terminated.  Returns the length.

@@ -441,13 +441,6 @@ struct dkim_tag {
 	size_t namelen, vallen;
 };
 
-/* dkim_is_fws - whitespace allowed around tags and inside values (FWS). */
-static int
-dkim_is_fws(int c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
 /* dkim_is_alpha - ASCII letter, whatever the locale. */
 static int
 dkim_is_alpha(int c)
@@ -467,7 +460,7 @@ dkim_tag_next(const char **pp, const char *end, struct dkim_tag *t)
 	const char *p = *pp;
 
 	for (;;) {
-		while (p < end && dkim_is_fws((unsigned char)*p))
+		while (p < end && dkim__is_fws((unsigned char)*p))
 			p++;
 		if (p == end) {
 			*pp = p;
@@ -485,12 +478,12 @@ dkim_tag_next(const char **pp, const char *end, struct dkim_tag *t)
 	    (*p >= '0' && *p <= '9') || *p == '_'))
 		p++;
 	t->namelen = (size_t)(p - t->name);
-	while (p < end && dkim_is_fws((unsigned char)*p))
+	while (p < end && dkim__is_fws((unsigned char)*p))
 		p++;
 	if (p == end || *p != '=')
 		return -1;
 	p++;
-	while (p < end && dkim_is_fws((unsigned char)*p))
+	while (p < end && dkim__is_fws((unsigned char)*p))
 		p++;
 	t->val = p;
 	/*
@@ -498,13 +491,13 @@ dkim_tag_next(const char **pp, const char *end, struct dkim_tag *t)
 	 * are let through (seen in n= notes); p= rejects them as base64.
 	 */
 	while (p < end && *p != ';') {
-		if (!dkim_is_fws((unsigned char)*p) &&
+		if (!dkim__is_fws((unsigned char)*p) &&
 		    ((unsigned char)*p < 0x21 || (unsigned char)*p == 0x7f))
 			return -1;
 		p++;
 	}
 	t->vallen = (size_t)(p - t->val);
-	while (t->vallen > 0 && dkim_is_fws((unsigned char)t->val[t->vallen - 1]))
+	while (t->vallen > 0 && dkim__is_fws((unsigned char)t->val[t->vallen - 1]))
 		t->vallen--;
 	if (p < end)
 		p++;
@@ -526,9 +519,9 @@ dkim_list_has(const char *v, size_t len, const char *word)
 		while (i < len && v[i] != ':')
 			i++;
 		e = i;
-		while (s < e && dkim_is_fws((unsigned char)v[s]))
+		while (s < e && dkim__is_fws((unsigned char)v[s]))
 			s++;
-		while (e > s && dkim_is_fws((unsigned char)v[e - 1]))
+		while (e > s && dkim__is_fws((unsigned char)v[e - 1]))
 			e--;
 		if (e - s == wl && memcmp(v + s, word, wl) == 0)
 			return 1;

@@ -77,13 +77,6 @@ dkim__str_addz(struct dkim__str *s, const char *p)
 
 /* ---- header hashing ------------------------------------------------------ */
 
-/* is_fws - folding whitespace inside tag values. */
-static int
-is_fws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
 int
 dkim__hash_fields(struct dkim__hdrs *h, const char *hlist, size_t hlen,
     enum dkim_canon hc, EVP_MD_CTX *md)
@@ -104,9 +97,9 @@ dkim__hash_fields(struct dkim__hdrs *h, const char *hlist, size_t hlen,
 		while (pos < hlen && hlist[pos] != ':')
 			pos++;
 		b = pos++;
-		while (a < b && is_fws(hlist[a]))
+		while (a < b && dkim__is_fws(hlist[a]))
 			a++;
-		while (b > a && is_fws(hlist[b - 1]))
+		while (b > a && dkim__is_fws(hlist[b - 1]))
 			b--;
 		if (a == b)
 			continue;
@@ -244,9 +237,9 @@ dkim_from_domain(const char *v, size_t len, char *out, size_t outlen)
 		for (b = a; b < end && *b != '>'; b++)
 			;
 	} else {
-		for (a = v; a < end && is_fws(*a); a++)
+		for (a = v; a < end && dkim__is_fws(*a); a++)
 			;
-		for (b = a; b < end && *b != ',' && *b != '(' && !is_fws(*b); b++)
+		for (b = a; b < end && *b != ',' && *b != '(' && !dkim__is_fws(*b); b++)
 			;
 	}
 	for (const char *q = a; q < b; q++)
@@ -255,7 +248,7 @@ dkim_from_domain(const char *v, size_t len, char *out, size_t outlen)
 	if (at == NULL)
 		return DKIM_EINVAL;
 	a = at + 1;
-	while (b > a && is_fws(b[-1]))
+	while (b > a && dkim__is_fws(b[-1]))
 		b--;
 	n = (size_t)(b - a);
 	if (n == 0 || n >= outlen)
@@ -368,9 +361,9 @@ build_hlist(const struct dkim__hdrs *h, const char *cand, struct dkim__str *out)
 		b = p;
 		if (*p == ':')
 			p++;
-		while (a < b && is_fws(*a))
+		while (a < b && dkim__is_fws(*a))
 			a++;
-		while (b > a && is_fws(b[-1]))
+		while (b > a && dkim__is_fws(b[-1]))
 			b--;
 		n = (size_t)(b - a);
 		if (n == 0 || n > 250)

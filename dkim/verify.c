@@ -60,19 +60,13 @@ dkim_verifier_new(dkim_key_lookup_cb lookup, void *arg)
 	return v;
 }
 
-static int
-is_fws(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
 /* trim - a span without surrounding FWS. */
 static struct span
 trim(const char *buf, struct span s)
 {
-	while (s.a < s.b && is_fws(buf[s.a]))
+	while (s.a < s.b && dkim__is_fws(buf[s.a]))
 		s.a++;
-	while (s.b > s.a && is_fws(buf[s.b - 1]))
+	while (s.b > s.a && dkim__is_fws(buf[s.b - 1]))
 		s.b--;
 	return s;
 }
@@ -147,7 +141,7 @@ parse_sig(const struct dkim__hdrs *hd, struct vsig *g)
 		size_t na, nb;
 		struct span val, *slot = NULL;
 
-		while (p < end && is_fws(buf[p]))
+		while (p < end && dkim__is_fws(buf[p]))
 			p++;
 		if (p == end)
 			break;
@@ -156,7 +150,7 @@ parse_sig(const struct dkim__hdrs *hd, struct vsig *g)
 		    (buf[p] >= 'A' && buf[p] <= 'Z') || (buf[p] >= '0' && buf[p] <= '9')))
 			p++;
 		nb = p;
-		while (p < end && is_fws(buf[p]))
+		while (p < end && dkim__is_fws(buf[p]))
 			p++;
 		if (na == nb || p == end || buf[p] != '=')
 			SIGFAIL(g, "malformed tag list");

@@ -86,7 +86,7 @@ static struct relay_gen *agent_gen;       /* the generation the agent reads */
 static uv_async_t worker_exit;            /* a worker thread has ended */
 static atomic_uint workers_ended;
 
-/* gen_free - drop one reference to a configuration generation. */
+/* gen_unref - drop one reference to a configuration generation. */
 static void
 gen_unref(struct relay_gen *g)
 {
