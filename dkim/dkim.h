@@ -378,4 +378,253 @@ int dkim_selector_parse(const char *selector, int *slot, char *domain,
 int dkim_alignment_check(const char *from_domain, const char *d,
     const char *s, const char *initial_suffix, char *why, size_t whylen);
 
+/* ---- managed keys: the model and the rotation state machine (issue 5) ---- */
+
+/*
+ * rotate.c holds what a managed domain is and how its keys rotate, as pure
+ * functions of a struct dkim_mdomain and the time: no storage, no DNS, no
+ * threads.  relay/ keeps these records in a key store, runs the DNS checks
+ * and calls dkim_rotation_plan / dkim_rotation_apply on a timer.
+ *
+ * A managed domain has two slots, selector1 and selector2, each with its
+ * own key; one slot is active (signs), the other is idle (published, the
+ * next to sign).  Phases (Office 365's cycle):
+ *
+ *   STABLE    active slot signs; idle slot's key is published.  When the
+ *             rotation is due (last_switch + interval, or rotate_requested)
+ *             the plan is SWITCH if the idle slot passes the gate, else HOLD
+ *             (phase becomes PENDING, held_since/held_why record why).
+ *   PENDING   a switch is due but the gate holds it; re-planned every tick.
+ *   RETIRING  signing moved to the other slot at phase_since; the previous
+ *             key stays published for `retire` seconds so mail signed just
+ *             before the switch still verifies; then REPLACE: that slot gets
+ *             a new key, generation = highest + 1, created = published =
+ *             now, and the phase is STABLE again (the new key is the idle,
+ *             published one for the next rotation, which flips back).
+ *
+ * Gate (dkim_gate): a slot's key may sign only when it has been published
+ * for at least `lead` seconds AND, with dns_check, its expected p= has been
+ * seen through DNS at the name verifiers query for the current mode
+ * (slot.seen_via == enabled: the customer's CNAME when enabled, the
+ * initial-domain record when not).  A slot that has passed the gate once
+ * while active is `confirmed` and keeps signing even if a later DNS check
+ * fails (the gate decides switches, not whether mail is signed at all).  A
+ * freshly provisioned domain's slot 1 must pass the gate before it signs;
+ * until then the relay treats the domain as unprovisioned (README).
+ */
+enum dkim_phase {
+	DKIM_PHASE_STABLE = 0,
+	DKIM_PHASE_PENDING = 1,
+	DKIM_PHASE_RETIRING = 2,
+};
+#define DKIM_NPHASES 3
+/* dkim_phase_name - "stable", "pending", "retiring"; "?" otherwise. */
+const char *dkim_phase_name(enum dkim_phase ph);
+/* dkim_phase_parse - the reverse; 0 or DKIM_EINVAL. */
+int dkim_phase_parse(const char *s, enum dkim_phase *out);
+
+#define DKIM_TENANT_MAX 64         /* bytes of a tenant name, NUL included */
+#define DKIM_DOMAIN_MAX 254        /* bytes of a domain name, NUL included */
+#define DKIM_KEY_BITS_MIN 1024
+#define DKIM_KEY_BITS_MAX 4096
+#define DKIM_KEY_BITS_DEFAULT 2048
+
+struct dkim_slot {
+	enum dkim_alg alg;
+	int bits;                  /* 0: empty slot (never, once provisioned) */
+	uint32_t generation;       /* 1 for the first keys; +1 per new key */
+	int64_t created;           /* unix time the key was made */
+	int64_t published;         /* unix time its record became available */
+	int64_t seen;              /* last time DNS showed its p=; 0: never */
+	int seen_via;              /* the enabled flag at that check (0/1) */
+	int64_t confirmed;         /* first time it signed after the gate; 0 */
+	char *pubkey;              /* p= value (base64 SubjectPublicKeyInfo
+				      for RSA, raw 32 bytes for Ed25519) */
+	unsigned char *priv;       /* PKCS#8 DER; NULL when not loaded */
+	size_t privlen;
+};
+
+struct dkim_mdomain {
+	char domain[DKIM_DOMAIN_MAX];       /* normalized, lower case */
+	char tenant[DKIM_TENANT_MAX];
+	char initial_domain[DKIM_DOMAIN_MAX]; /* the tenant's, copied */
+	int enabled;               /* 1: d=domain s=selectorN (CNAMEs checked) */
+	int active;                /* 1 or 2 */
+	enum dkim_phase phase;
+	int64_t phase_since;       /* when the phase began */
+	int64_t last_switch;       /* last switch, or provisioning time */
+	int rotate_requested;      /* `dkim rotate`: due now, not at interval */
+	int next_bits;             /* bits for the next new key; 0: default */
+	int64_t held_since;        /* PENDING: when the gate first held it */
+	char held_why[160];        /* PENDING: why the gate holds the switch */
+	int64_t dns_checked;       /* last DNS check; 0: never */
+	int dns_result;            /* 1 ok, 0 record missing/wrong, -1 error */
+	char dns_detail[160];      /* what it found, one line */
+	uint64_t version;          /* store version; bumped by every write */
+	struct dkim_slot slot[2];  /* slot[0] is selector1, slot[1] selector2 */
+};
+
+struct dkim_rotation_policy {
+	int64_t interval;          /* dkim_rotation_interval (365d) */
+	int64_t lead;              /* dkim_publish_lead (7d) */
+	int64_t retire;            /* dkim_retire_delay (7d) */
+	int dns_check;             /* dkim_dns_check (yes) */
+	int key_bits;              /* dkim_key_size (2048) */
+};
+
+/* dkim_mdomain_init - zero d, with phase STABLE and active 1. */
+void dkim_mdomain_init(struct dkim_mdomain *d);
+/* dkim_mdomain_clear - free the slots' strings and wipe private keys; d
+ * may then be reused or dropped.  NULL ok. */
+void dkim_mdomain_clear(struct dkim_mdomain *d);
+/* dkim_mdomain_copy - deep copy (private keys too if loaded). 0/-ENOMEM. */
+int dkim_mdomain_copy(struct dkim_mdomain *dst, const struct dkim_mdomain *src);
+
+/*
+ * dkim_slot_set_key - put key into slot s (of d) as generation gen, created
+ * and published at now, not seen, not confirmed: fills alg, bits, pubkey
+ * and priv (PKCS#8 DER).  0 or DKIM_ENOMEM / DKIM_ECRYPTO.
+ */
+int dkim_slot_set_key(struct dkim_slot *s, const struct dkim_key *key,
+    uint32_t gen, int64_t now);
+/* dkim_slot_key - a new struct dkim_key from s->priv; DKIM_EKEY if none. */
+int dkim_slot_key(const struct dkim_slot *s, struct dkim_key **out);
+
+/*
+ * dkim_mdomain_provision - a new managed domain: both slots filled (k1 in
+ * selector1, active; k2 in selector2, idle and published), generation 1,
+ * phase STABLE, last_switch = now, not enabled.  domain is normalized
+ * here.  0, DKIM_EINVAL (bad name), DKIM_ENOMEM.
+ */
+int dkim_mdomain_provision(struct dkim_mdomain *d, const char *domain,
+    const char *tenant, const char *initial_domain,
+    const struct dkim_key *k1, const struct dkim_key *k2, int64_t now);
+
+/*
+ * dkim_mdomain_txt - the TXT record of slot (1 or 2):
+ * "v=DKIM1; k=rsa; p=<key>; n=<bits>,<created>,<generation>"
+ * (k=ed25519 for Ed25519), malloc'd; NULL on OOM.
+ */
+char *dkim_mdomain_txt(const struct dkim_mdomain *d, int slot);
+/*
+ * dkim_mdomain_record_name - "selectorN-enc(domain)._domainkey.<initial>",
+ * the owner of slot's TXT record.  0, DKIM_EINVAL, -ENOBUFS.
+ */
+int dkim_mdomain_record_name(const struct dkim_mdomain *d, int slot,
+    char *out, size_t outlen);
+/*
+ * dkim_mdomain_query_name - the name a verifier queries for slot now:
+ * "selectorN._domainkey.<domain>" when enabled (it follows the customer's
+ * CNAME), else the record name.  0, DKIM_EINVAL, -ENOBUFS.
+ */
+int dkim_mdomain_query_name(const struct dkim_mdomain *d, int slot,
+    char *out, size_t outlen);
+/*
+ * dkim_mdomain_identity - d= and s= to sign with, using slot:
+ * enabled: d=domain, s="selectorN"; else d=initial_domain,
+ * s=dkim_selector_name(slot, domain).  d and s get DKIM_DOMAIN_MAX and
+ * DKIM_SELECTOR_BUFSIZE bytes.  0 or DKIM_EINVAL.
+ */
+int dkim_mdomain_identity(const struct dkim_mdomain *d, int slot, char *dout,
+    char *sout);
+
+/*
+ * dkim_txt_matches - does the TXT record text carry the public key pubkey
+ * (its p= tag equal, ignoring whitespace)?  1 or 0.
+ */
+int dkim_txt_matches(const char *txt, size_t len, const char *pubkey);
+
+/*
+ * dkim_gate - may slot (1 or 2) sign at now?  1 yes; 0 no, with the reason
+ * in why ("published 2d ago, publish lead is 7d", "selector2._domainkey.
+ * fabrikam.com has not shown the key through DNS yet").
+ */
+int dkim_gate(const struct dkim_mdomain *d, int slot,
+    const struct dkim_rotation_policy *p, int64_t now, char *why,
+    size_t whylen);
+/*
+ * dkim_mdomain_signing_slot - the slot that signs at now: the active one if
+ * it is confirmed or passes the gate, else 0 (not yet signable).
+ */
+int dkim_mdomain_signing_slot(const struct dkim_mdomain *d,
+    const struct dkim_rotation_policy *p, int64_t now);
+
+enum dkim_step {
+	DKIM_STEP_NONE = 0,        /* nothing to do before *next */
+	DKIM_STEP_CONFIRM,         /* the active slot passed the gate: mark it */
+	DKIM_STEP_HOLD,            /* a switch is due and the gate holds it */
+	DKIM_STEP_SWITCH,          /* sign with the idle slot from now on */
+	DKIM_STEP_REPLACE,         /* the retiring slot gets a new key */
+};
+const char *dkim_step_name(enum dkim_step st);
+
+/*
+ * dkim_rotation_plan - the step due for d at now (at most one; call again
+ * after applying it), and in *next (may be NULL) the time of the next
+ * scheduled transition (0: none known, e.g. waiting on DNS).  why gets a
+ * one-line explanation for logs and `dkim show`.
+ */
+enum dkim_step dkim_rotation_plan(const struct dkim_mdomain *d,
+    const struct dkim_rotation_policy *p, int64_t now, int64_t *next,
+    char *why, size_t whylen);
+/*
+ * dkim_rotation_apply - carry out step on d at now.  REPLACE needs newkey
+ * (the caller generates it with the size d->next_bits or p->key_bits) and
+ * clears next_bits; the others ignore it.  HOLD sets phase PENDING and
+ * held_since (first time) / held_why; SWITCH flips active, phase RETIRING,
+ * phase_since = last_switch = now, rotate_requested = 0, marks the new
+ * active slot confirmed; CONFIRM sets the active slot's confirmed.  Does
+ * not touch version.  0, DKIM_EINVAL (step not applicable), DKIM_ENOMEM.
+ */
+int dkim_rotation_apply(struct dkim_mdomain *d, enum dkim_step step,
+    const struct dkim_rotation_policy *p, int64_t now, struct dkim_key *newkey);
+/*
+ * dkim_rotate_now - `dkim rotate --now` (key compromise): if the idle slot
+ * passes the gate, switch to it and put newkey into the previously active
+ * slot at once (phase STABLE, last_switch = now).  0; DKIM_EINVAL with the
+ * reason in why when the gate holds the idle key (nothing changed).
+ */
+int dkim_rotate_now(struct dkim_mdomain *d, const struct dkim_rotation_policy *p,
+    int64_t now, struct dkim_key *newkey, char *why, size_t whylen);
+
+/*
+ * Storage form: a flat list of (field, value) string pairs, the same for
+ * the file store (one "field value" line each) and Redis (a hash).  Fields:
+ * domain tenant initial_domain enabled active phase phase_since last_switch
+ * rotate_requested next_bits held_since held_why dns_checked dns_result
+ * dns_detail version, and per slot N (1, 2): sN.alg sN.bits sN.generation
+ * sN.created sN.published sN.seen sN.seen_via sN.confirmed sN.pubkey and,
+ * only with_keys, sN.priv (base64 PKCS#8 DER, in the clear: the store
+ * encrypts it where it must).  Values never contain CR or LF.
+ */
+typedef int (*dkim_field_cb)(void *arg, const char *field, const char *value);
+/* dkim_mdomain_fields - cb for every field in the order above; stops at
+ * and returns the first nonzero cb result; DKIM_ENOMEM. */
+int dkim_mdomain_fields(const struct dkim_mdomain *d, int with_keys,
+    dkim_field_cb cb, void *arg);
+/* dkim_mdomain_set_field - set one field from its stored value: 0,
+ * DKIM_EINVAL (bad value, reason in nothing: caller names the field),
+ * 1 for an unknown field (ignored, for forward compatibility). */
+int dkim_mdomain_set_field(struct dkim_mdomain *d, const char *field,
+    const char *value);
+/* dkim_mdomain_check - after set_field: every required field present and
+ * consistent (active 1|2, both slots with keys).  0 or DKIM_EINVAL. */
+int dkim_mdomain_check(const struct dkim_mdomain *d, char *why, size_t whylen);
+
+/*
+ * DER import/export for the stores: dkim_key_to_der gives PKCS#8 DER in a
+ * malloc'd buffer (wipe with dkim_wipe_free); dkim_key_from_der the reverse.
+ */
+int dkim_key_to_der(const struct dkim_key *key, unsigned char **der,
+    size_t *len);
+int dkim_key_from_der(const unsigned char *der, size_t len,
+    struct dkim_key **out);
+/* dkim_wipe_free - OPENSSL_cleanse then free; NULL ok. */
+void dkim_wipe_free(void *p, size_t len);
+/* dkim_b64_encode - standard base64, no newlines, malloc'd; NULL on OOM. */
+char *dkim_b64_encode(const unsigned char *p, size_t len);
+/* dkim_b64_decode - the reverse (whitespace skipped); malloc'd into *out.
+ * 0 or DKIM_EINVAL / DKIM_ENOMEM. */
+int dkim_b64_decode(const char *s, unsigned char **out, size_t *outlen);
+
 #endif

@@ -111,7 +111,10 @@ static int conf_check_transport(const char *, char *, size_t);
 static int conf_check_helo_name(const char *, char *, size_t);
 static int conf_check_initial_domain(const char *, char *, size_t);
 static const struct conf_custom conf_listen_ops, conf_bare_ops,
-    conf_dkim_sign_ops, conf_canon_ops, conf_log_level_ops, conf_tls_level_ops;
+    conf_dkim_sign_ops, conf_canon_ops, conf_log_level_ops, conf_tls_level_ops,
+    conf_unprov_ops;
+static int conf_check_keystore(const char *, char *, size_t);
+static int conf_check_tenant_lookup(const char *, char *, size_t);
 
 /* One row per type; the setting's name is its field's name. */
 #define OFF(f) offsetof(struct relay_config, f)
@@ -179,6 +182,24 @@ static const struct conf_setting conf_table[] = {
 	C_LIST(dkim_signed_headers, dkim_default_headers, CF_COLON,
 	    conf_check_header),
 	C_STR(initial_domain, "", CF_EMPTY, conf_check_initial_domain),
+	/* managed keys */
+	C_STR(keystore, "./var/keys", CF_RESTART, conf_check_keystore),
+	C_STR(keystore_secret_file, "", CF_EMPTY | CF_RESTART, conf_check_path),
+	C_CUSTOM("dkim_unprovisioned", "sign-initial", 0, &conf_unprov_ops),
+	C_TIME(dkim_publish_lead, "7d", 0, 365 * 86400),
+	C_TIME(dkim_retire_delay, "7d", 0, 365 * 86400),
+	C_TIME(dkim_rotation_interval, "365d", 60, 10 * 365 * 86400),
+	C_UINT(dkim_key_size, "2048", 1024, 4096, 0),
+	C_BOOL(dkim_dns_check, "yes"),
+	C_TIME(dkim_check_interval, "60s", 1, 86400),
+	C_UINT(dkim_key_cache_size, "100000", 16, 10000000, 0),
+	C_LIST(tenant_lookup, "auth network", CF_EMPTY,
+	    conf_check_tenant_lookup),
+	C_STR(dns_listen, "", CF_EMPTY | CF_RESTART, conf_check_addr),
+	C_LIST(dns_ns, "$myhostname", 0, NULL),
+	C_STR(dns_hostmaster, "hostmaster.$myhostname", 0, NULL),
+	C_TIME(dns_ttl, "3600s", 0, 7 * 86400),
+	C_TIME(dns_negative_ttl, "300s", 0, 86400),
 	/* delivery */
 	C_LIST(dns_resolvers, "", CF_EMPTY, conf_check_resolvers),
 	C_LIST(defer_transports, "", CF_EMPTY, conf_check_transport),
@@ -643,6 +664,74 @@ conf_check_hostname(const char *v, char *err, size_t errlen)
 }
 
 /*
+ * conf_check_keystore - a directory (plain or "file:DIR") or
+ * "redis://HOST[:PORT][/DB]".
+ */
+static int
+conf_check_keystore(const char *v, char *err, size_t errlen)
+{
+	const char *p;
+	char *end;
+	unsigned long n;
+
+	if (strncmp(v, "redis://", 8) != 0) {
+		if (strncmp(v, "file:", 5) == 0)
+			v += 5;
+		if (*v == '\0') {
+			snprintf(err, errlen, "empty key store directory");
+			return -1;
+		}
+		return conf_check_path(v, err, errlen);
+	}
+	p = v + 8;
+	if (*p == '\0' || *p == ':' || *p == '/') {
+		snprintf(err, errlen, "\"%s\": no host after redis://", v);
+		return -1;
+	}
+	p += strcspn(p, ":/");
+	if (*p == ':') {
+		errno = 0;
+		n = strtoul(p + 1, &end, 10);
+		if (errno != 0 || end == p + 1 || n == 0 || n > 65535 ||
+		    (*end != '\0' && *end != '/')) {
+			snprintf(err, errlen, "\"%s\": bad port", v);
+			return -1;
+		}
+		p = end;
+	}
+	if (*p == '/' && p[1] != '\0') {
+		errno = 0;
+		n = strtoul(p + 1, &end, 10);
+		if (errno != 0 || *end != '\0' || n > 1000000) {
+			snprintf(err, errlen, "\"%s\": bad database number", v);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* conf_check_tenant_lookup - items "auth" or "network". */
+static int
+conf_check_tenant_lookup(const char *v, char *err, size_t errlen)
+{
+	size_t n;
+
+	while (*v != '\0') {
+		v += strspn(v, " \t,");
+		if ((n = strcspn(v, " \t,")) == 0)
+			break;
+		if (!((n == 4 && strncmp(v, "auth", 4) == 0) ||
+		    (n == 7 && strncmp(v, "network", 7) == 0))) {
+			snprintf(err, errlen, "\"%.*s\" is not auth or network",
+			    (int)n, v);
+			return -1;
+		}
+		v += n;
+	}
+	return 0;
+}
+
+/*
  * conf_check_initial_domain - empty, or a host name short enough that
  * every managed key record under it, "selectorN-enc._domainkey." (at most
  * 63 + 12 octets) + the name, stays within 253 octets.
@@ -1052,6 +1141,12 @@ static const struct conf_enum conf_tls_level_names[] = {
 	{ "encrypt", RELAY_TLS_ENCRYPT }, { NULL, 0 },
 };
 
+static const struct conf_enum conf_unprov_names[] = {
+	{ "sign-initial", RELAY_UNPROV_SIGN_INITIAL },
+	{ "reject", RELAY_UNPROV_REJECT },
+	{ "unsigned", RELAY_UNPROV_UNSIGNED }, { NULL, 0 },
+};
+
 static const struct conf_enum conf_level_names[] = {
 	{ "error", LOG_ERR }, { "warning", LOG_WARNING },
 	{ "notice", LOG_NOTICE }, { "info", LOG_INFO }, { "debug", LOG_DEBUG },
@@ -1105,6 +1200,25 @@ conf_bare_print(const struct relay_config *cfg, const char *name, FILE *fp)
 
 static const struct conf_custom conf_bare_ops = {
 	conf_bare_parse, NULL, conf_bare_print,
+};
+
+static int
+conf_unprov_parse(struct relay_config *cfg, const char *value, unsigned line,
+    char *err, size_t errlen)
+{
+	return conf_enum_parse(conf_unprov_names, value,
+	    &cfg->dkim_unprovisioned, err, errlen);
+}
+
+static void
+conf_unprov_print(const struct relay_config *cfg, const char *name, FILE *fp)
+{
+	fprintf(fp, "%s = %s\n", name, conf_enum_name(conf_unprov_names,
+	    cfg->dkim_unprovisioned));
+}
+
+static const struct conf_custom conf_unprov_ops = {
+	conf_unprov_parse, NULL, conf_unprov_print,
 };
 
 static int

@@ -42,7 +42,7 @@ const char *relay_version(void);
  * table at the top of config.c and documented in relay.conf.  Fields are
  * named after the settings.
  */
-#define RELAY_CONF_NSETTINGS 64   /* room in set_line[]; >= the table size */
+#define RELAY_CONF_NSETTINGS 96   /* room in set_line[]; >= the table size */
 
 /* A list setting (mynetworks, ...): items as written, in order. */
 struct relay_strlist {
@@ -61,6 +61,13 @@ struct relay_dkim_sign {
 };
 
 struct relay_signtab;
+
+/* dkim_unprovisioned: mail from a domain its tenant has not provisioned. */
+enum relay_unprovisioned {
+	RELAY_UNPROV_SIGN_INITIAL,        /* sign with the tenant's own key */
+	RELAY_UNPROV_REJECT,              /* 550 5.7.1 */
+	RELAY_UNPROV_UNSIGNED,            /* send unsigned */
+};
 
 /* smtp_tls_security_level: STARTTLS policy of the delivery client. */
 enum relay_tls_level {
@@ -116,6 +123,24 @@ struct relay_config {
 	struct relay_strlist dkim_signed_headers;
 	char *dkim_headers;               /* the same, colon-joined (for h=) */
 	char *initial_domain;             /* managed keys' zone; "" = none */
+
+	/* managed keys (issue 5; relay/keys.h) */
+	char *keystore;                   /* DIR, file:DIR or redis://H:P/DB */
+	char *keystore_secret_file;       /* AES-256-GCM key for Redis */
+	int dkim_unprovisioned;           /* enum relay_unprovisioned */
+	unsigned dkim_publish_lead;       /* seconds */
+	unsigned dkim_retire_delay;       /* seconds */
+	unsigned dkim_rotation_interval;  /* seconds */
+	unsigned dkim_key_size;           /* bits of new RSA keys */
+	int dkim_dns_check;               /* gate needs the key seen in DNS */
+	unsigned dkim_check_interval;     /* rotation thread tick, seconds */
+	unsigned dkim_key_cache_size;     /* parsed private keys kept */
+	struct relay_strlist tenant_lookup; /* "auth", "network", in order */
+	char *dns_listen;                 /* built-in DNS server; "" = none */
+	struct relay_strlist dns_ns;      /* NS of the _domainkey zones */
+	char *dns_hostmaster;             /* SOA RNAME */
+	unsigned dns_ttl;                 /* seconds */
+	unsigned dns_negative_ttl;        /* seconds */
 
 	/* delivery (Postfix's names and defaults) */
 	struct relay_strlist dns_resolvers;   /* ADDR[:PORT]; none: resolv.conf */

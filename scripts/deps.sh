@@ -6,7 +6,8 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
 libssl-dev libuv1-dev liburing-dev libhiredis-dev libc-ares-dev
 python3 python3-dkim python3-nacl python3-dnspython libmail-dkim-perl
 opendkim opendkim-tools openssl prometheus swaks libnet-ssleay-perl postfix
-whois strace curl iproute2 util-linux nsd procps"
+whois strace curl iproute2 util-linux nsd procps
+redis-server redis-tools unbound bind9-dnsutils"
 missing=""
 for p in $PKGS; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
