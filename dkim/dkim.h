@@ -477,24 +477,31 @@ void dkim_mdomain_init(struct dkim_mdomain *d);
 /* dkim_mdomain_clear - free the slots' strings and wipe private keys; d
  * may then be reused or dropped.  NULL ok. */
 void dkim_mdomain_clear(struct dkim_mdomain *d);
-/* dkim_mdomain_copy - deep copy (private keys too if loaded). 0/-ENOMEM. */
+/* dkim_mdomain_copy - deep copy (private keys too if loaded). dst's old
+ * contents are not freed; on failure it is left empty.  0/-ENOMEM. */
 int dkim_mdomain_copy(struct dkim_mdomain *dst, const struct dkim_mdomain *src);
 
 /*
  * dkim_slot_set_key - put key into slot s (of d) as generation gen, created
  * and published at now, not seen, not confirmed: fills alg, bits, pubkey
- * and priv (PKCS#8 DER).  0 or DKIM_ENOMEM / DKIM_ECRYPTO.
+ * (the p= value exactly as dkim_key_txt prints it) and priv (PKCS#8 DER).
+ * The slot's previous key is freed (wiped) only on success; on error s is
+ * unchanged.  0 or DKIM_EINVAL / DKIM_ENOMEM / DKIM_ECRYPTO.
  */
 int dkim_slot_set_key(struct dkim_slot *s, const struct dkim_key *key,
     uint32_t gen, int64_t now);
-/* dkim_slot_key - a new struct dkim_key from s->priv; DKIM_EKEY if none. */
+/* dkim_slot_key - a new struct dkim_key from s->priv; DKIM_EKEY if none,
+ * if it does not parse, or if its public half is not s->pubkey / s->alg. */
 int dkim_slot_key(const struct dkim_slot *s, struct dkim_key **out);
 
 /*
  * dkim_mdomain_provision - a new managed domain: both slots filled (k1 in
  * selector1, active; k2 in selector2, idle and published), generation 1,
- * phase STABLE, last_switch = now, not enabled.  domain is normalized
- * here.  0, DKIM_EINVAL (bad name), DKIM_ENOMEM.
+ * phase STABLE, last_switch = now, not enabled.  domain and
+ * initial_domain are normalized here; both record names must fit in 253
+ * octets.  d is overwritten, not freed (pass it fresh from _init/_clear);
+ * on error it is left empty.  0, DKIM_EINVAL (bad name or tenant),
+ * DKIM_ENOMEM, DKIM_ECRYPTO.
  */
 int dkim_mdomain_provision(struct dkim_mdomain *d, const char *domain,
     const char *tenant, const char *initial_domain,
@@ -503,12 +510,14 @@ int dkim_mdomain_provision(struct dkim_mdomain *d, const char *domain,
 /*
  * dkim_mdomain_txt - the TXT record of slot (1 or 2):
  * "v=DKIM1; k=rsa; p=<key>; n=<bits>,<created>,<generation>"
- * (k=ed25519 for Ed25519), malloc'd; NULL on OOM.
+ * (k=ed25519 for Ed25519, bits 256), malloc'd; NULL on OOM, for a slot
+ * other than 1 or 2, or for an empty slot.
  */
 char *dkim_mdomain_txt(const struct dkim_mdomain *d, int slot);
 /*
  * dkim_mdomain_record_name - "selectorN-enc(domain)._domainkey.<initial>",
- * the owner of slot's TXT record.  0, DKIM_EINVAL, -ENOBUFS.
+ * the owner of slot's TXT record.  0, DKIM_EINVAL (also when the name
+ * would exceed 253 octets), -ENOBUFS (out too small).
  */
 int dkim_mdomain_record_name(const struct dkim_mdomain *d, int slot,
     char *out, size_t outlen);
@@ -530,14 +539,19 @@ int dkim_mdomain_identity(const struct dkim_mdomain *d, int slot, char *dout,
 
 /*
  * dkim_txt_matches - does the TXT record text carry the public key pubkey
- * (its p= tag equal, ignoring whitespace)?  1 or 0.
+ * (its p= tag equal, ignoring whitespace on both sides)?  1 or 0; 0 also
+ * for a malformed tag-list (a tag without "=", an empty tag-spec before
+ * the end, p= twice) and for an empty pubkey.
  */
 int dkim_txt_matches(const char *txt, size_t len, const char *pubkey);
 
 /*
  * dkim_gate - may slot (1 or 2) sign at now?  1 yes; 0 no, with the reason
- * in why ("published 2d ago, publish lead is 7d", "selector2._domainkey.
- * fabrikam.com has not shown the key through DNS yet").
+ * in why, e.g. "selector2 key published 2d 3h ago; dkim_publish_lead is 7d
+ * (4d 21h to go)" or "selector2._domainkey.fabrikam.com has not shown the
+ * selector2 key through DNS yet" (the query name of the current mode).
+ * With dns_check the slot must have seen >= published, seen != 0 and
+ * seen_via == enabled.  On a pass why says so too.
  */
 int dkim_gate(const struct dkim_mdomain *d, int slot,
     const struct dkim_rotation_policy *p, int64_t now, char *why,
@@ -561,8 +575,22 @@ const char *dkim_step_name(enum dkim_step st);
 /*
  * dkim_rotation_plan - the step due for d at now (at most one; call again
  * after applying it), and in *next (may be NULL) the time of the next
- * scheduled transition (0: none known, e.g. waiting on DNS).  why gets a
- * one-line explanation for logs and `dkim show`.
+ * scheduled transition (now for a step due now; 0: none known, e.g.
+ * waiting on DNS).  why gets a one-line explanation for logs and `dkim
+ * show` (for HOLD, the gate's reason).  In order:
+ *  1. active slot not confirmed: CONFIRM if it passes the gate, else NONE
+ *     (*next = end of its publish lead, or 0 when waiting on DNS);
+ *  2. RETIRING: REPLACE once phase_since + retire is reached, else NONE;
+ *  3. STABLE / PENDING: when due (rotate_requested or last_switch +
+ *     interval), SWITCH if the idle slot passes the gate, else HOLD; not
+ *     due: NONE, *next = last_switch + interval.
+ * held_why is the gate's reason in a stable wording (absolute times, no
+ * "ago" / "to go"), so it only changes when the situation does.  Already
+ * PENDING, a held switch plans HOLD again only when that stable reason
+ * differs from held_why, else NONE: a caller that writes the store for
+ * every step but NONE does not rewrite it every tick.  A PENDING domain
+ * that is no longer due (its record was edited) plans NONE and stays
+ * PENDING until it is due again; nothing needs applying.
  */
 enum dkim_step dkim_rotation_plan(const struct dkim_mdomain *d,
     const struct dkim_rotation_policy *p, int64_t now, int64_t *next,
@@ -572,17 +600,26 @@ enum dkim_step dkim_rotation_plan(const struct dkim_mdomain *d,
  * (the caller generates it with the size d->next_bits or p->key_bits) and
  * clears next_bits; the others ignore it.  HOLD sets phase PENDING and
  * held_since (first time) / held_why; SWITCH flips active, phase RETIRING,
- * phase_since = last_switch = now, rotate_requested = 0, marks the new
- * active slot confirmed; CONFIRM sets the active slot's confirmed.  Does
- * not touch version.  0, DKIM_EINVAL (step not applicable), DKIM_ENOMEM.
+ * phase_since = last_switch = now, rotate_requested = 0, held_* cleared,
+ * marks the new active slot confirmed; CONFIRM sets the active slot's
+ * confirmed; REPLACE gives the idle slot generation highest + 1 and
+ * returns to STABLE (phase_since = now); NONE does nothing.  The state is
+ * checked again: CONFIRM needs an unconfirmed active slot passing the
+ * gate, HOLD / SWITCH phase STABLE or PENDING with the idle slot failing /
+ * passing the gate, REPLACE phase RETIRING and newkey.  Does not touch
+ * version.  0, DKIM_EINVAL (step not applicable; d unchanged),
+ * DKIM_ENOMEM / DKIM_ECRYPTO (REPLACE; d unchanged).
  */
 int dkim_rotation_apply(struct dkim_mdomain *d, enum dkim_step step,
     const struct dkim_rotation_policy *p, int64_t now, struct dkim_key *newkey);
 /*
  * dkim_rotate_now - `dkim rotate --now` (key compromise): if the idle slot
  * passes the gate, switch to it and put newkey into the previously active
- * slot at once (phase STABLE, last_switch = now).  0; DKIM_EINVAL with the
- * reason in why when the gate holds the idle key (nothing changed).
+ * slot at once (generation highest + 1; phase STABLE, phase_since =
+ * last_switch = now, rotate_requested = next_bits = 0, held_* cleared).
+ * Allowed in any phase.  0 (why says what happened); DKIM_EINVAL with the
+ * reason in why when the gate holds the idle key or newkey is NULL;
+ * DKIM_ENOMEM / DKIM_ECRYPTO.  d is unchanged on any error.
  */
 int dkim_rotate_now(struct dkim_mdomain *d, const struct dkim_rotation_policy *p,
     int64_t now, struct dkim_key *newkey, char *why, size_t whylen);
@@ -594,8 +631,11 @@ int dkim_rotate_now(struct dkim_mdomain *d, const struct dkim_rotation_policy *p
  * rotate_requested next_bits held_since held_why dns_checked dns_result
  * dns_detail version, and per slot N (1, 2): sN.alg sN.bits sN.generation
  * sN.created sN.published sN.seen sN.seen_via sN.confirmed sN.pubkey and,
- * only with_keys, sN.priv (base64 PKCS#8 DER, in the clear: the store
- * encrypts it where it must).  Values never contain CR or LF.
+ * only with_keys and when loaded, sN.priv (base64 PKCS#8 DER, in the
+ * clear: the store encrypts it where it must).  Integers are decimal,
+ * booleans 0/1, phase by name, sN.alg as dkim_alg_name ("rsa-sha256"), an
+ * empty pubkey as "".  Values never contain CR or LF: control characters
+ * in strings (held_why, dns_detail) are written as '?'.
  */
 typedef int (*dkim_field_cb)(void *arg, const char *field, const char *value);
 /* dkim_mdomain_fields - cb for every field in the order above; stops at
@@ -604,16 +644,23 @@ int dkim_mdomain_fields(const struct dkim_mdomain *d, int with_keys,
     dkim_field_cb cb, void *arg);
 /* dkim_mdomain_set_field - set one field from its stored value: 0,
  * DKIM_EINVAL (bad value, reason in nothing: caller names the field),
- * 1 for an unknown field (ignored, for forward compatibility). */
+ * DKIM_ENOMEM, 1 for an unknown field (ignored, for forward
+ * compatibility).  domain / initial_domain are normalized; a string longer
+ * than its field is cut; "" empties pubkey / priv. */
 int dkim_mdomain_set_field(struct dkim_mdomain *d, const char *field,
     const char *value);
 /* dkim_mdomain_check - after set_field: every required field present and
- * consistent (active 1|2, both slots with keys).  0 or DKIM_EINVAL. */
+ * consistent (domain, tenant, initial_domain set, active 1|2, both slots
+ * with bits, pubkey and generation, record names that fit DNS).  0 or
+ * DKIM_EINVAL with what is wrong in why ("fabrikam.com: s2.pubkey is
+ * missing"). */
 int dkim_mdomain_check(const struct dkim_mdomain *d, char *why, size_t whylen);
 
 /*
  * DER import/export for the stores: dkim_key_to_der gives PKCS#8 DER in a
- * malloc'd buffer (wipe with dkim_wipe_free); dkim_key_from_der the reverse.
+ * malloc'd buffer (wipe with dkim_wipe_free); 0, DKIM_EINVAL, DKIM_ENOMEM,
+ * DKIM_ECRYPTO.  dkim_key_from_der the reverse (exactly len bytes of
+ * PKCS#8); 0, DKIM_EKEY, DKIM_ENOMEM.
  */
 int dkim_key_to_der(const struct dkim_key *key, unsigned char **der,
     size_t *len);
@@ -623,8 +670,8 @@ int dkim_key_from_der(const unsigned char *der, size_t len,
 void dkim_wipe_free(void *p, size_t len);
 /* dkim_b64_encode - standard base64, no newlines, malloc'd; NULL on OOM. */
 char *dkim_b64_encode(const unsigned char *p, size_t len);
-/* dkim_b64_decode - the reverse (whitespace skipped); malloc'd into *out.
- * 0 or DKIM_EINVAL / DKIM_ENOMEM. */
+/* dkim_b64_decode - the reverse (whitespace skipped); malloc'd into *out
+ * (a NUL follows the *outlen bytes).  0 or DKIM_EINVAL / DKIM_ENOMEM. */
 int dkim_b64_decode(const char *s, unsigned char **out, size_t *outlen);
 
 #endif

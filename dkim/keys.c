@@ -814,3 +814,80 @@ fail:
 	ERR_clear_error();
 	return rc;
 }
+
+/* ---- DER import/export for the managed-key stores ------------------------ */
+
+/*
+ * dkim_key_to_der - the private key as PKCS#8 DER (PrivateKeyInfo) in a
+ * malloc'd buffer the caller wipes with dkim_wipe_free.  0, DKIM_EINVAL,
+ * DKIM_ENOMEM or DKIM_ECRYPTO.
+ */
+int
+dkim_key_to_der(const struct dkim_key *key, unsigned char **der, size_t *len)
+{
+	PKCS8_PRIV_KEY_INFO *p8 = NULL;
+	unsigned char *buf = NULL, *q;
+	int n, rc = DKIM_ECRYPTO;
+
+	*der = NULL;
+	*len = 0;
+	if (key == NULL || key->pkey == NULL)
+		return DKIM_EINVAL;
+	if ((p8 = EVP_PKEY2PKCS8(key->pkey)) == NULL ||
+	    (n = i2d_PKCS8_PRIV_KEY_INFO(p8, NULL)) <= 0)
+		goto fail;
+	if ((buf = malloc((size_t)n)) == NULL) {
+		rc = DKIM_ENOMEM;
+		goto fail;
+	}
+	q = buf;
+	if (i2d_PKCS8_PRIV_KEY_INFO(p8, &q) != n) {
+		dkim_wipe_free(buf, (size_t)n);
+		buf = NULL;
+		goto fail;
+	}
+	*der = buf;
+	*len = (size_t)n;
+	rc = 0;
+fail:
+	PKCS8_PRIV_KEY_INFO_free(p8);
+	ERR_clear_error();
+	return rc;
+}
+
+/*
+ * dkim_key_from_der - a key from PKCS#8 DER, which must be exactly len
+ * bytes long.  0, DKIM_EKEY (not a usable key) or DKIM_ENOMEM.
+ */
+int
+dkim_key_from_der(const unsigned char *der, size_t len, struct dkim_key **out)
+{
+	PKCS8_PRIV_KEY_INFO *p8 = NULL;
+	const unsigned char *q = der;
+	EVP_PKEY *pkey = NULL;
+	int rc = DKIM_EKEY;
+
+	*out = NULL;
+	if (der == NULL || len == 0 || len > DKIM_KEYFILE_MAX)
+		goto fail;
+	if ((p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &q, (long)len)) == NULL ||
+	    q != der + len)
+		goto fail;
+	if ((pkey = EVP_PKCS82PKEY(p8)) == NULL)
+		goto fail;
+	rc = dkim_key_wrap(pkey, out, NULL, 0);
+fail:
+	PKCS8_PRIV_KEY_INFO_free(p8);
+	ERR_clear_error();
+	return rc;
+}
+
+/* dkim_wipe_free - clear len bytes of p, then free it; NULL ok. */
+void
+dkim_wipe_free(void *p, size_t len)
+{
+	if (p == NULL)
+		return;
+	OPENSSL_cleanse(p, len);
+	free(p);
+}

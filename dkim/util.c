@@ -5,7 +5,11 @@
  * The decoder skips the whitespace RFC 6376 3.5 allows inside base64 tag
  * values and rejects anything else that is not base64.
  */
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <openssl/crypto.h>
 
 #include "dkim/dkim_int.h"
 
@@ -200,4 +204,49 @@ dkim__b64_decode(const char *in, size_t len, unsigned char *out, size_t outmax)
 		return -1;
 	}
 	return (long)o;
+}
+
+/* dkim_b64_encode - base64 of p in a malloc'd string; NULL on OOM. */
+char *
+dkim_b64_encode(const unsigned char *p, size_t len)
+{
+	char *out;
+
+	if (len > (SIZE_MAX - 1) / 4 * 3 - 2)
+		return NULL;
+	if ((out = malloc(4 * ((len + 2) / 3) + 1)) == NULL)
+		return NULL;
+	dkim__b64_encode(p, len, out);
+	return out;
+}
+
+/*
+ * dkim_b64_decode - decode s (whitespace skipped) into a malloc'd *out of
+ * *outlen bytes (a NUL follows them, not counted).  0, DKIM_EINVAL or
+ * DKIM_ENOMEM.
+ */
+int
+dkim_b64_decode(const char *s, unsigned char **out, size_t *outlen)
+{
+	unsigned char *buf;
+	size_t len, max;
+	long n;
+
+	*out = NULL;
+	*outlen = 0;
+	if (s == NULL)
+		return DKIM_EINVAL;
+	len = strlen(s);
+	max = len / 4 * 3 + 3;
+	if ((buf = malloc(max + 1)) == NULL)
+		return DKIM_ENOMEM;
+	if ((n = dkim__b64_decode(s, len, buf, max)) < 0) {
+		OPENSSL_cleanse(buf, max + 1);
+		free(buf);
+		return DKIM_EINVAL;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	*outlen = (size_t)n;
+	return 0;
 }
