@@ -92,7 +92,7 @@ test: deps
 # ---- fuzzing (clang libFuzzer) --------------------------------------------
 FUZZ_SECONDS ?= 60
 FUZZ_SHORT   ?= 10
-FUZZ_TARGETS := fuzz_canon fuzz_header fuzz_proxy
+FUZZ_TARGETS := fuzz_canon fuzz_header fuzz_proxy fuzz_dnsd
 FUZZ_CFLAGS  := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -fsanitize=fuzzer,address,undefined
 
 build-fuzz/%: tests/fuzz/%.c $(DKIM_SRCS) dkim/dkim.h dkim/dkim_int.h
@@ -102,6 +102,10 @@ build-fuzz/%: tests/fuzz/%.c $(DKIM_SRCS) dkim/dkim.h dkim/dkim_int.h
 build-fuzz/fuzz_proxy: tests/fuzz/fuzz_proxy.c smtp/proxy.c smtp/smtp.h smtp/smtp_int.h
 	@mkdir -p build-fuzz
 	clang $(FUZZ_CFLAGS) -o $@ $< smtp/proxy.c $(LIBS)
+
+build-fuzz/fuzz_dnsd: tests/fuzz/fuzz_dnsd.c relay/dnsd.c relay/keys.h relay/relay.h
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -o $@ $< relay/dnsd.c $(LIBS)
 
 fuzz: $(addprefix build-fuzz/,$(FUZZ_TARGETS))
 	@tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
