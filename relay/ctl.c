@@ -11,7 +11,11 @@
  * managed keys (issue 5): is each signature aligned with the From domain,
  * plainly or implicitly (d= under an initial domain, s= naming the From
  * domain)?  `dns records` prints the two CNAMEs a customer domain publishes
- * to delegate its selectors to the initial_domain of CONFIG.
+ * to delegate its selectors to its tenant's initial domain (from the key
+ * store; the initial_domain of CONFIG for a domain not in it).  The
+ * managed key commands (tenant, domain, dkim enable|disable|rotate|show,
+ * dns zone) are in ctl_keys.c, which also holds ctl_err and ctl_config
+ * (see ctl_int.h); they exit 1 on failure and 2 on bad usage.
  *
  * Messages may have LF or CRLF line ends: input is read in chunks and each
  * bare LF becomes CRLF on the way (a CR ending one chunk is remembered for
@@ -39,12 +43,11 @@
 #include <unistd.h>
 
 #include "dkim/dkim.h"
+#include "relay/ctl_int.h"
 #include "relay/relay.h"
 
 #define CTL_CHUNK (64 * 1024)        /* bytes read per read(2) */
 #define CTL_TXT_MAX (64 * 1024)      /* largest key file or TXT answer */
-#define CTL_EXIT_FAIL 1              /* verify: the message did not pass */
-#define CTL_EXIT_USAGE 2             /* bad usage, or a command failed */
 
 struct ctl_cmd {
 	const char *group;
@@ -75,7 +78,20 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "dkim", "verify", ctl_dkim_verify, "[--keys DIR] [FILE]" },
 	{ "dkim", "alignment", ctl_dkim_alignment,
 	    "[--initial-suffix SUFFIX] [FILE]" },
+	{ "dkim", "enable", ctl_dkim_enable, "DOMAIN" },
+	{ "dkim", "disable", ctl_dkim_disable, "DOMAIN" },
+	{ "dkim", "rotate", ctl_dkim_rotate, "DOMAIN [--now] [--key-size N]" },
+	{ "dkim", "show", ctl_dkim_show, "[DOMAIN] [--json]" },
+	{ "tenant", "add", ctl_tenant_add,
+	    "NAME INITIAL_DOMAIN [--user USER]... [--network NET]...\n"
+	    "\t\t[--key-size N]" },
+	{ "tenant", "list", ctl_tenant_list, "[--json]" },
+	{ "domain", "add", ctl_domain_add,
+	    "DOMAIN [--tenant NAME] [--key-size N]" },
+	{ "domain", "remove", ctl_domain_remove, "DOMAIN" },
+	{ "domain", "list", ctl_domain_list, "[--tenant NAME] [--json]" },
 	{ "dns", "records", ctl_dns_records, "DOMAIN" },
+	{ "dns", "zone", ctl_dns_zone, "[--tenant NAME]" },
 	{ "queue", "list", ctl_queue_list, "[--json]" },
 	{ "queue", "show", ctl_queue_show, "ID" },
 	{ "queue", "flush", ctl_queue_flush, "[ID]" },
@@ -83,9 +99,6 @@ static const struct ctl_cmd ctl_cmds[] = {
 	{ "queue", "release", ctl_queue_release, "ID" },
 	{ "queue", "delete", ctl_queue_delete, "ID" },
 };
-
-/* -c CONFIG: where the queue commands find admin_listen (NULL: default). */
-static const char *ctl_config;
 
 #define CTL_NCMDS (sizeof(ctl_cmds) / sizeof(ctl_cmds[0]))
 
@@ -99,19 +112,6 @@ struct ctl_buf {
 struct ctl_keys {
 	const char *dir;
 };
-
-/* ctl_err - print "signetctl: ..." on stderr. */
-static void __attribute__((format(printf, 1, 2)))
-ctl_err(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("signetctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
 
 /* ctl_usage - every command's synopsis on stderr; returns the usage exit. */
 static int
@@ -1139,8 +1139,12 @@ ctl_dns_records(int argc, char **argv)
 		relay_config_free(&cfg);
 		return CTL_EXIT_USAGE;
 	}
-	rc = dkim_domain_normalize(cfg.initial_domain, initial,
-	    sizeof(initial));
+	/* a managed domain: its tenant's initial domain */
+	if (ctl_keys_initial(&cfg, dom, initial, sizeof(initial)) == 1)
+		rc = 0;
+	else
+		rc = dkim_domain_normalize(cfg.initial_domain, initial,
+		    sizeof(initial));
 	relay_config_free(&cfg);
 	if (rc != 0) {
 		ctl_err("initial_domain is not set in %s: no managed key "

@@ -263,4 +263,45 @@ struct relay_keymgr *relay_keymgr_current(void);
 void relay_keymgr_policy(const struct relay_config *cfg,
     struct dkim_rotation_policy *p);
 
+/* ---- metrics (keymgr.c feeds them, metrics.c renders them) -------------- */
+
+/*
+ * Managed-key metrics, lock-free, any thread:
+ *   signet_dkim_signatures_total{slot,mode}  relay_metrics_dkim_signature
+ *   signet_dkim_transitions_total{step}      relay_metrics_dkim_transition
+ *	(step "confirm", "switch", "replace" or "rotate_now"; others ignored)
+ *   signet_dkim_gate_holds_total             relay_metrics_dkim_gate_holds
+ *   signet_dkim_domains{phase}, signet_dkim_switches_held (= pending),
+ *   signet_dkim_domains_unconfirmed, signet_dkim_active_key_age_seconds_max
+ *					      relay_metrics_dkim_domains
+ *   signet_dkim_key_cache_hits_total, _misses_total
+ *					      relay_metrics_dkim_key_cache
+ *   signet_keystore_up                       relay_metrics_keystore_up
+ */
+enum relay_dkim_mode {
+	RELAY_DKIM_MODE_ALIGNED,          /* d=<domain>, s=selectorN */
+	RELAY_DKIM_MODE_DEFAULT,          /* d=<initial>, s=selectorN-enc */
+	RELAY_DKIM_MODE_INITIAL,          /* the tenant's own key */
+};
+void relay_metrics_dkim_signature(int slot, enum relay_dkim_mode mode);
+void relay_metrics_dkim_transition(const char *step);
+void relay_metrics_dkim_gate_holds(uint64_t n);
+/* phase[]: domains per enum dkim_phase; key_age_max: seconds since the
+ * oldest signing key was created (0: none). */
+void relay_metrics_dkim_domains(const uint64_t phase[DKIM_NPHASES],
+    uint64_t unconfirmed, int64_t key_age_max);
+void relay_metrics_dkim_key_cache(int hit);
+void relay_metrics_keystore_up(int up);
+
+/* relay_keymgr_stats - a snapshot of km's index and key cache (tests). */
+struct relay_keymgr_stats {
+	size_t tenants, domains;
+	size_t cache_keys, cache_capacity;
+	uint64_t cache_hits, cache_misses;
+	uint32_t serial;           /* SOA serial of the zones */
+	int keystore_up;
+	unsigned long ticks;       /* rotation ticks done */
+};
+void relay_keymgr_stats(struct relay_keymgr *km, struct relay_keymgr_stats *st);
+
 #endif

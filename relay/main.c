@@ -16,9 +16,16 @@
  * on libuv's thread pool, sized by signing_threads.  The main thread keeps a
  * loop of its own for signals and the admin (metrics) listener.
  *
+ * Managed DKIM keys (relay/keys.h): the key manager opens the key store and
+ * starts its rotation thread before the workers, so the first message can
+ * be signed with them; with dns_listen set, the built-in authoritative DNS
+ * server for the _domainkey.<initial domain> zones runs on the main loop,
+ * answering from the key manager's index.
+ *
  * SIGHUP re-reads the file: on success new sessions use the new settings and
  * keys, sessions already open finish with the old ones; on error the old
- * configuration stays and the errors are logged.  SIGTERM/SIGINT stop the
+ * configuration stays and the errors are logged.  The key manager and the
+ * DNS server take the new policy and record settings.  SIGTERM/SIGINT stop the
  * listeners, let transactions in progress finish for up to
  * RELAY_STOP_DEADLINE_MS, then exit with the spool consistent.
  */
@@ -39,6 +46,7 @@
 #include <uv.h>
 
 #include "queue/queue.h"
+#include "relay/keys.h"
 #include "relay/relay.h"
 #include "smtp/smtp.h"
 
@@ -77,6 +85,13 @@ static uv_loop_t *main_loop;
 static struct relay_admin *admin;
 static uv_signal_t sig_term, sig_int, sig_hup;
 static int stopping;
+
+/* managed keys: the key manager and the built-in DNS server */
+static struct relay_keymgr *keymgr;
+static struct relay_dnsd *dnsd;
+static struct relay_dnsd_config dnsd_conf;
+static struct relay_strlist dnsd_ns;      /* dns_ns, $myhostname expanded */
+static char *dnsd_hostmaster;
 
 /* delivery, on the main loop */
 static struct queue_spool *main_spool;    /* bounces are queued here */
@@ -270,6 +285,109 @@ workers_send(struct relay_gen *g, int stop)
 	}
 }
 
+/* ---- managed keys ------------------------------------------------------ */
+
+/* expand_myhostname - s with every "$myhostname" replaced; malloc'd. */
+static char *
+expand_myhostname(const char *s, const char *myhostname)
+{
+	static const char var[] = "$myhostname";
+	size_t vlen = sizeof(var) - 1, hlen = strlen(myhostname), n = 0;
+	const char *p;
+	char *out, *o;
+
+	for (p = s; (p = strstr(p, var)) != NULL; p += vlen)
+		n++;
+	o = out = relay_xmalloc(strlen(s) + n * hlen + 1);
+	for (p = s; *p != '\0';) {
+		if (strncmp(p, var, vlen) == 0) {
+			memcpy(o, myhostname, hlen);
+			o += hlen;
+			p += vlen;
+		} else
+			*o++ = *p++;
+	}
+	*o = '\0';
+	return out;
+}
+
+static void
+dnsd_ns_free(void)
+{
+	size_t i;
+
+	for (i = 0; i < dnsd_ns.n; i++)
+		free(dnsd_ns.v[i]);
+	free(dnsd_ns.v);
+	memset(&dnsd_ns, 0, sizeof(dnsd_ns));
+	free(dnsd_hostmaster);
+	dnsd_hostmaster = NULL;
+}
+
+/*
+ * dnsd_configure - dnsd_conf from cfg (dns_ns, dns_hostmaster with
+ * $myhostname expanded, TTLs).  The server runs on this (the main)
+ * thread, so changing what it reads between two queries is safe.
+ */
+static void
+dnsd_configure(const struct relay_config *cfg)
+{
+	size_t i;
+
+	dnsd_ns_free();
+	dnsd_ns.n = cfg->dns_ns.n;
+	dnsd_ns.v = relay_xcalloc(dnsd_ns.n + 1, sizeof(char *));
+	for (i = 0; i < cfg->dns_ns.n; i++)
+		dnsd_ns.v[i] = expand_myhostname(cfg->dns_ns.v[i],
+		    cfg->myhostname);
+	dnsd_hostmaster = expand_myhostname(cfg->dns_hostmaster,
+	    cfg->myhostname);
+	dnsd_conf.listen = cfg->dns_listen;      /* used at start only */
+	dnsd_conf.ns = &dnsd_ns;
+	dnsd_conf.hostmaster = dnsd_hostmaster;
+	dnsd_conf.ttl = cfg->dns_ttl;
+	dnsd_conf.negative_ttl = cfg->dns_negative_ttl;
+	dnsd_conf.lookup = relay_keymgr_dns_lookup;
+	dnsd_conf.arg = keymgr;
+}
+
+/*
+ * keys_start - the key manager (always: with no tenants it manages
+ * nothing).  A key store that can't be opened is fatal; an unreachable
+ * Redis is not (the manager retries).  0 or -1.
+ */
+static int
+keys_start(const struct relay_config *cfg)
+{
+	char err[512];
+
+	if (relay_keymgr_start(cfg, &keymgr, err, sizeof(err)) != 0) {
+		relay_log(LOG_ERR, "managed keys: %s", err);
+		keymgr = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/* dns_start - the built-in DNS server when dns_listen is set.  0 or -1. */
+static int
+dns_start(uv_loop_t *loop, const struct relay_config *cfg)
+{
+	char err[512];
+
+	if (cfg->dns_listen == NULL || cfg->dns_listen[0] == '\0')
+		return 0;
+	dnsd_configure(cfg);
+	if (relay_dnsd_start(loop, &dnsd_conf, &dnsd, err, sizeof(err)) != 0) {
+		relay_log(LOG_ERR, "dns_listen %s: %s", cfg->dns_listen, err);
+		dnsd = NULL;
+		return -1;
+	}
+	relay_log(LOG_INFO, "dns: serving the _domainkey zones on %s",
+	    cfg->dns_listen);
+	return 0;
+}
+
 /* ---- signals ----------------------------------------------------------- */
 
 static void
@@ -314,6 +432,9 @@ on_worker_exit(uv_async_t *h)
 	if (admin != NULL)
 		relay_admin_stop(admin, admin_stopped, NULL);
 	admin = NULL;
+	if (dnsd != NULL)
+		relay_dnsd_stop(dnsd);
+	dnsd = NULL;
 	if (sched != NULL)
 		queue_sched_stop(sched, sched_stopped, NULL);
 	else
@@ -363,6 +484,9 @@ on_hup(uv_signal_t *h, int signum)
 	}
 	relay_config_restart_changes(&current->cfg, &g->cfg, NULL, NULL);
 	relay_log_set_level(g->cfg.log_level);
+	relay_keymgr_reconfigure(keymgr, &g->cfg);
+	if (dnsd != NULL)
+		dnsd_configure(&g->cfg);
 	workers_send(g, 0);
 	if (agent != NULL) {
 		atomic_fetch_add(&g->refs, 1);
@@ -529,6 +653,10 @@ main(int argc, char **argv)
 	}
 	relay_log(LOG_INFO, "spool %s: %d messages waiting", current->cfg.spool_dir, rc);
 	relay_metrics_queue_add(rc);
+	if (keys_start(&current->cfg) != 0) {
+		gen_unref(current);
+		return 1;
+	}
 	relay_config_to_queue(&current->cfg, &qconf);
 	spool_dir = relay_xstrdup(current->cfg.spool_dir); /* outlives reloads */
 	qconf.spool_dir = spool_dir;
@@ -543,6 +671,7 @@ main(int argc, char **argv)
 		on_worker_exit(&worker_exit);
 		uv_run(&loop, UV_RUN_DEFAULT);
 		uv_loop_close(&loop);
+		relay_keymgr_stop(keymgr);
 		gen_unref(current);
 		free(spool_dir);
 		return rc;
@@ -573,6 +702,11 @@ main(int argc, char **argv)
 		}
 		relay_admin_set_queue(admin, sched, spool_dir);
 	}
+	if (dns_start(&loop, &current->cfg) != 0) {
+		workers_send(NULL, 1);
+		rc = 1;
+		goto out;
+	}
 	relay_log(LOG_INFO, "ready");
 	rc = 0;
 out:
@@ -593,6 +727,10 @@ out:
 	}
 	free(workers);
 	uv_loop_close(&loop);
+	/* no worker can sign any more, and the DNS server is closed */
+	relay_keymgr_stop(keymgr);
+	keymgr = NULL;
+	dnsd_ns_free();
 	relay_log(LOG_INFO, "stopped");
 	gen_unref(current);
 	free(spool_dir);

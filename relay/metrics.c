@@ -31,6 +31,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "relay/keys.h"
 #include "relay/relay.h"
 
 #define METRICS_SERIES_MAX 1000     /* label sets per labelled metric */
@@ -94,6 +95,19 @@ static _Atomic uint64_t m_deliv_sent, m_deliv_deferred, m_deliv_bounced;
 static _Atomic uint64_t m_cache_hits, m_mark_errors;
 static _Atomic int64_t m_q_active, m_q_deferred, m_q_held, m_q_oldest;
 static _Atomic int64_t m_outbound;
+
+/* managed keys (issue 5) */
+static _Atomic uint64_t m_dkim_sigs[2][3];        /* [slot - 1][mode] */
+static _Atomic uint64_t m_dkim_trans[4];          /* by metrics_dkim_steps */
+static _Atomic uint64_t m_dkim_holds, m_dkim_cache_hits, m_dkim_cache_misses;
+static _Atomic int64_t m_dkim_phase[DKIM_NPHASES], m_dkim_unconfirmed;
+static _Atomic int64_t m_dkim_key_age, m_keystore_up;
+static const char *const metrics_dkim_steps[4] = {
+	"confirm", "replace", "rotate_now", "switch",
+};
+static const char *const metrics_dkim_modes[3] = {
+	"aligned", "default", "initial",   /* enum relay_dkim_mode order */
+};
 
 static struct metrics_vec m_rejected = {
 	"signet_messages_rejected_total",
@@ -396,6 +410,58 @@ relay_metrics_queue_add(long delta)
 	atomic_fetch_add(&m_queue_messages, (int64_t)delta);
 }
 
+void
+relay_metrics_dkim_signature(int slot, enum relay_dkim_mode mode)
+{
+	if ((slot != 1 && slot != 2) || (unsigned)mode > RELAY_DKIM_MODE_INITIAL)
+		return;
+	atomic_fetch_add_explicit(&m_dkim_sigs[slot - 1][mode], 1,
+	    memory_order_relaxed);
+}
+
+void
+relay_metrics_dkim_transition(const char *step)
+{
+	size_t i;
+
+	for (i = 0; i < NB(metrics_dkim_steps); i++)
+		if (step != NULL && strcmp(step, metrics_dkim_steps[i]) == 0) {
+			atomic_fetch_add(&m_dkim_trans[i], 1);
+			return;
+		}
+}
+
+void
+relay_metrics_dkim_gate_holds(uint64_t n)
+{
+	atomic_fetch_add(&m_dkim_holds, n);
+}
+
+void
+relay_metrics_dkim_domains(const uint64_t phase[DKIM_NPHASES],
+    uint64_t unconfirmed, int64_t key_age_max)
+{
+	int i;
+
+	for (i = 0; i < DKIM_NPHASES; i++)
+		atomic_store(&m_dkim_phase[i], (int64_t)phase[i]);
+	atomic_store(&m_dkim_unconfirmed, (int64_t)unconfirmed);
+	atomic_store(&m_dkim_key_age, key_age_max > 0 ? key_age_max : 0);
+}
+
+void
+relay_metrics_dkim_key_cache(int hit)
+{
+	atomic_fetch_add_explicit(hit ? &m_dkim_cache_hits :
+	    &m_dkim_cache_misses, 1, memory_order_relaxed);
+}
+
+void
+relay_metrics_keystore_up(int up)
+{
+	atomic_store(&m_keystore_up, up ? 1 : 0);
+}
+
 /* ---- rendering ----------------------------------------------------------- */
 
 struct metrics_buf {
@@ -567,6 +633,61 @@ mb_hist(struct metrics_buf *b, struct metrics_hist *h)
 	mb_printf(b, "\n%s_count %llu\n", h->name, (unsigned long long)cum);
 }
 
+/* mb_dkim - the managed-key metrics. */
+static void
+mb_dkim(struct metrics_buf *b)
+{
+	static const enum dkim_phase order[DKIM_NPHASES] = {
+		DKIM_PHASE_PENDING, DKIM_PHASE_RETIRING, DKIM_PHASE_STABLE,
+	};
+	size_t i, m;
+	int s;
+
+	mb_head(b, "signet_dkim_domains", "Managed domains by rotation phase.",
+	    "gauge");
+	for (i = 0; i < DKIM_NPHASES; i++)
+		mb_printf(b, "signet_dkim_domains{phase=\"%s\"} %lld\n",
+		    dkim_phase_name(order[i]),
+		    (long long)atomic_load(&m_dkim_phase[order[i]]));
+	mb_i64(b, "signet_dkim_domains_unconfirmed", "Managed domains whose "
+	    "active key has not passed the publication gate yet (signed as "
+	    "unprovisioned).", "gauge", atomic_load(&m_dkim_unconfirmed));
+	mb_i64(b, "signet_dkim_switches_held", "Managed domains whose due key "
+	    "switch the publication gate holds back (phase pending).", "gauge",
+	    atomic_load(&m_dkim_phase[DKIM_PHASE_PENDING]));
+	mb_u64(b, "signet_dkim_gate_holds_total", "Key switches found held "
+	    "back by the publication gate, one per domain per rotation check.",
+	    "counter", atomic_load(&m_dkim_holds));
+	mb_head(b, "signet_dkim_signatures_total", "Signatures made with "
+	    "managed keys, by selector slot and mode (aligned: d=From domain; "
+	    "default: d=initial domain; initial: the tenant's own key).",
+	    "counter");
+	for (s = 0; s < 2; s++)
+		for (m = 0; m < NB(metrics_dkim_modes); m++)
+			mb_printf(b, "signet_dkim_signatures_total{slot=\"%d\","
+			    "mode=\"%s\"} %llu\n", s + 1, metrics_dkim_modes[m],
+			    (unsigned long long)atomic_load(
+			    &m_dkim_sigs[s][m]));
+	mb_head(b, "signet_dkim_transitions_total", "Key rotation steps this "
+	    "node carried out, by step.", "counter");
+	for (i = 0; i < NB(metrics_dkim_steps); i++)
+		mb_printf(b, "signet_dkim_transitions_total{step=\"%s\"} "
+		    "%llu\n", metrics_dkim_steps[i],
+		    (unsigned long long)atomic_load(&m_dkim_trans[i]));
+	mb_i64(b, "signet_dkim_active_key_age_seconds_max", "Age of the "
+	    "oldest key signing for a managed domain.", "gauge",
+	    atomic_load(&m_dkim_key_age));
+	mb_u64(b, "signet_dkim_key_cache_hits_total", "Managed-key signings "
+	    "that found the private key in the cache.", "counter",
+	    atomic_load(&m_dkim_cache_hits));
+	mb_u64(b, "signet_dkim_key_cache_misses_total", "Managed-key signings "
+	    "that read the private key from the key store.", "counter",
+	    atomic_load(&m_dkim_cache_misses));
+	mb_i64(b, "signet_keystore_up", "1 when the key store answers, 0 "
+	    "when it is unreachable (no key transitions then).", "gauge",
+	    atomic_load(&m_keystore_up));
+}
+
 char *
 relay_metrics_render(size_t *len)
 {
@@ -628,6 +749,7 @@ relay_metrics_render(size_t *len)
 	mb_u64(&b, "signet_queue_mark_errors_total", "Delivery outcomes that "
 	    "could not be recorded in the queue file.", "counter",
 	    atomic_load(&m_mark_errors));
+	mb_dkim(&b);
 	mb_head(&b, "signet_build_info", "Signet's version; the value is 1.",
 	    "gauge");
 	mb_printf(&b, "signet_build_info{version=\"");

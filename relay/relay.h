@@ -302,9 +302,12 @@ void relay_signtab_free(struct relay_signtab *t);
 int relay_signtab_lookup(const struct relay_signtab *t, const char *domain,
     struct dkim_sign_params *out, int max);
 /*
- * relay_sign_lookup - smtp_sign_lookup_fn over the static table; arg is
- * the const struct relay_config * the smtp_config came from.  Never refuses
- * a message: a domain not in the table goes out unsigned.
+ * relay_sign_lookup - the smtp_sign_lookup_fn of the daemon; arg is the
+ * const struct relay_config * the smtp_config came from.  The static table
+ * first (bring your own key wins when it names the From domain), then the
+ * managed keys of the running key manager (relay_keymgr_sign_lookup in
+ * relay/keys.h), which refuses the message (-1) only under
+ * dkim_unprovisioned = reject.
  */
 int relay_sign_lookup(void *arg, const struct smtp_sign_request *rq,
     struct dkim_sign_params *out, int max, char *reason, size_t reasonlen);

@@ -7,8 +7,9 @@
  * The table is built once per configuration and never changes, so lookups
  * from every worker loop need no lock; keys are shared by reference count.
  * relay_sign_lookup is the one place the daemon decides what signs a
- * message: the key lifecycle issue will put managed keys in front of (or
- * beside) this table there, without smtp/ noticing.
+ * message: this table first, then, when it has no line for the From
+ * domain, the managed keys of the running key manager (keymgr.c), without
+ * smtp/ noticing.
  *
  * Matching is by exact domain: a line for example.com signs mail whose
  * From is in example.com, not sub.example.com (a signature's d= need not
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "relay/keys.h"
 #include "relay/relay.h"
 
 struct signtab_entry {
@@ -149,8 +151,16 @@ relay_sign_lookup(void *arg, const struct smtp_sign_request *rq,
     struct dkim_sign_params *out, int max, char *reason, size_t reasonlen)
 {
 	const struct relay_config *cfg = arg;
+	struct relay_keymgr *km;
+	int n;
 
 	if (cfg == NULL || rq->from_domain == NULL)
 		return 0;
-	return relay_signtab_lookup(cfg->signtab, rq->from_domain, out, max);
+	/* the static table wins when it names the domain */
+	if ((n = relay_signtab_lookup(cfg->signtab, rq->from_domain, out,
+	    max)) > 0)
+		return n;
+	if ((km = relay_keymgr_current()) == NULL)
+		return 0;
+	return relay_keymgr_sign_lookup(km, rq, out, max, reason, reasonlen);
 }
