@@ -11,6 +11,9 @@
  * error string: reasons name the file, the key type or the size only.
  * Private keys stay in this file (STYLE.md, after OpenSMTPD's ca.c).
  */
+/* dkim_rsa_from_p8 uses the RSA-specific decoder, deprecated in OpenSSL 3 */
+#define OPENSSL_SUPPRESS_DEPRECATED
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -856,6 +859,42 @@ fail:
 }
 
 /*
+ * dkim_rsa_from_p8 - the RSA key inside p8 through the RSAPrivateKey
+ * decoder, or NULL (not RSA, or unusable: the caller falls back to
+ * EVP_PKCS82PKEY).  OpenSSL 3's generic decoder path (EVP_PKCS82PKEY) costs
+ * about 0.4 ms for a 2048-bit key, the direct one a few microseconds, and
+ * the signing path parses a key on every key-cache miss.  The functions are
+ * deprecated in OpenSSL 3 but kept for this; the key signs the same.
+ */
+static EVP_PKEY *
+dkim_rsa_from_p8(const PKCS8_PRIV_KEY_INFO *p8)
+{
+	const ASN1_OBJECT *obj;
+	const X509_ALGOR *alg;
+	const unsigned char *p, *end;
+	EVP_PKEY *pkey;
+	RSA *rsa;
+	int len;
+
+	if (!PKCS8_pkey_get0(&obj, &p, &len, &alg, p8) ||
+	    OBJ_obj2nid(obj) != NID_rsaEncryption || len <= 0)
+		return NULL;
+	end = p + len;
+	if ((rsa = d2i_RSAPrivateKey(NULL, &p, len)) == NULL)
+		return NULL;
+	if (p != end || (pkey = EVP_PKEY_new()) == NULL) {
+		RSA_free(rsa);
+		return NULL;
+	}
+	if (EVP_PKEY_assign_RSA(pkey, rsa) != 1) {
+		RSA_free(rsa);
+		EVP_PKEY_free(pkey);
+		return NULL;
+	}
+	return pkey;
+}
+
+/*
  * dkim_key_from_der - a key from PKCS#8 DER, which must be exactly len
  * bytes long.  0, DKIM_EKEY (not a usable key) or DKIM_ENOMEM.
  */
@@ -873,7 +912,8 @@ dkim_key_from_der(const unsigned char *der, size_t len, struct dkim_key **out)
 	if ((p8 = d2i_PKCS8_PRIV_KEY_INFO(NULL, &q, (long)len)) == NULL ||
 	    q != der + len)
 		goto fail;
-	if ((pkey = EVP_PKCS82PKEY(p8)) == NULL)
+	if ((pkey = dkim_rsa_from_p8(p8)) == NULL &&
+	    (pkey = EVP_PKCS82PKEY(p8)) == NULL)
 		goto fail;
 	rc = dkim_key_wrap(pkey, out, NULL, 0);
 fail:

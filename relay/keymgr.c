@@ -1206,7 +1206,19 @@ relay_keymgr_sign_lookup(struct relay_keymgr *km,
 	if ((key = km_cache_get(&km->cache, pk.domain, pk.slot,
 	    pk.gen)) == NULL) {
 		relay_metrics_dkim_key_cache(0);
-		/* a miss: read the key from the store on this thread */
+		/*
+		 * A miss: read the key from the store on this thread -- unless
+		 * the rotation thread has found the store unreachable, where
+		 * each try could hold this event loop for a connect timeout.
+		 */
+		if (relay_keystore_is_redis(km->sks) &&
+		    !atomic_load(&km->store_up)) {
+			relay_log(LOG_WARNING, "dkim: %s: key of selector%d "
+			    "(generation %u) not cached and the key store is "
+			    "unreachable; sending unsigned", pk.domain, pk.slot,
+			    pk.gen);
+			return 0;
+		}
 		rc = relay_keystore_get_key(km->sks, pk.domain, pk.slot, pk.gen,
 		    &key, err, sizeof(err));
 		if (rc != 0) {
