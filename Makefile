@@ -49,7 +49,7 @@ SMTP_OBJS  := $(call obj,$(SMTP_SRCS))
 RELAY_OBJS := $(call obj,$(RELAY_SRCS))
 MOD_OBJS   := $(RELAY_OBJS) $(SMTP_OBJS) $(QUEUE_OBJS) $(DKIM_OBJS)
 
-.PHONY: all deps run test unit integ fuzz bench bench-dkim clean
+.PHONY: all deps run test unit integ fuzz bench bench-dkim bench-keys clean
 all: $(BIN)/signet $(BIN)/signetctl
 
 $(BIN)/signet: $(call obj,$(SIGNET_SRCS)) $(MOD_OBJS)
@@ -114,10 +114,18 @@ fuzz: $(addprefix build-fuzz/,$(FUZZ_TARGETS))
 $(BUILD)/bench_dkim: $(call obj,perf/bench_dkim.c) $(DKIM_OBJS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(BUILD)/bench_keys: $(call obj,perf/bench_keys.c) $(MOD_OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 bench: deps $(BUILD)/bench_dkim all
 	@perf/run.sh $(BUILD)
 	@perf/bench_smtp.sh $(BIN)
 	@perf/bench_delivery.sh $(BIN)
+	@perf/bench_keys.sh $(BUILD)
+
+# managed-key signing with 1, 10,000 and 100,000 domains (about 3 minutes)
+bench-keys: deps all $(BUILD)/bench_keys
+	@perf/bench_keys.sh $(BUILD)
 
 # the DKIM engine part alone (about 30 s)
 bench-dkim: deps $(BUILD)/bench_dkim
