@@ -19,7 +19,9 @@
  * the SMTP worker's thread (one file read, or one Redis GET and an
  * AES-GCM decryption): the rare blocking call on the signing path, done
  * outside the index lock; the rotation thread prefetches the active key of
- * every domain it sees change, so a switch does not cause misses.  The
+ * every domain it sees change, so a switch does not cause misses, and
+ * after every full load of the index it warms the cache with every
+ * domain's signing key (km_warm_step), so a restart does not either.  The
  * signing path has a key store handle of its own, which worker threads
  * share: relay_keystore_get_key only reads files (file store) or runs one
  * command on the store's mutex-guarded connection (Redis), and the key
@@ -642,6 +644,8 @@ struct relay_keymgr {
 
 	/* rotation thread only */
 	int need_default;          /* tenant "default" not yet ensured */
+	int warm_pending;          /* fill the key cache from the index */
+	struct km_warm *warm;      /* the warm-up's work list, or NULL */
 	int reload_all;
 	char **changed;
 	size_t nchanged, changedcap;
@@ -934,6 +938,7 @@ km_swap_all(struct relay_keymgr *km, struct km_index *ix,
 	pthread_rwlock_unlock(&km->lock);
 	km_index_free(oix);
 	km_tenants_free(ott);
+	km->warm_pending = 1;
 }
 
 /* km_swap_tenants - install a new tenant set. */
@@ -1730,6 +1735,94 @@ km_sleep_ms(int64_t ms)
 	nanosleep(&ts, NULL);
 }
 
+/*
+ * The warm-up: after every full load of the index, the rotation thread
+ * reads the signing key of every domain into the cache (until the cache is
+ * full), a slice at a time between watches, so that SMTP worker threads
+ * seldom have to read a key from the store themselves: after a restart
+ * the first message of each domain would otherwise pay for it on an event
+ * loop.
+ */
+struct km_warm_item {
+	char *domain;
+	int slot;
+	uint32_t gen;
+};
+
+struct km_warm {
+	struct km_warm_item *v;
+	size_t n, i;
+};
+
+#define KM_WARM_SLICE_MS 20        /* work between two watches */
+
+static void
+km_warm_free(struct km_warm *w)
+{
+	size_t i;
+
+	if (w == NULL)
+		return;
+	for (i = 0; i < w->n; i++)
+		free(w->v[i].domain);
+	free(w->v);
+	free(w);
+}
+
+/* km_warm_list - under the read lock: the signing keys of every domain. */
+static struct km_warm *
+km_warm_list(struct relay_keymgr *km)
+{
+	struct km_warm *w = relay_xcalloc(1, sizeof(*w));
+	const struct km_map *m;
+	const struct km_node *nd;
+	const struct km_dom *e;
+	size_t b, cap = 0;
+
+	pthread_rwlock_rdlock(&km->lock);
+	m = km->ix != NULL ? &km->ix->domains : NULL;
+	for (b = 0; m != NULL && b < m->nb; b++)
+		for (nd = m->b[b]; nd != NULL; nd = nd->next) {
+			e = nd->val;
+			if (e->active < 1 || e->active > 2 ||
+			    e->slot[e->active - 1].confirmed == 0)
+				continue;
+			if (w->n == cap) {
+				cap = cap == 0 ? 1024 : cap * 2;
+				w->v = relay_xrealloc(w->v, cap, sizeof(*w->v));
+			}
+			w->v[w->n].domain = relay_xstrdup(e->domain);
+			w->v[w->n].slot = e->active;
+			w->v[w->n].gen = e->slot[e->active - 1].generation;
+			w->n++;
+		}
+	pthread_rwlock_unlock(&km->lock);
+	return w;
+}
+
+/* km_warm_step - one slice of the warm-up; done when the list is. */
+static void
+km_warm_step(struct relay_keymgr *km)
+{
+	int64_t end = km_mono_ms() + KM_WARM_SLICE_MS;
+	struct km_warm_item *it;
+
+	if (km->warm == NULL) {
+		km->warm = km_warm_list(km);
+		km->warm_pending = 0;
+	}
+	while (km->warm->i < km->warm->n && km_mono_ms() < end &&
+	    km_cache_count(&km->cache) < km->cache.cap) {
+		it = &km->warm->v[km->warm->i++];
+		km_prefetch(km, it->domain, it->slot, it->gen);
+	}
+	if (km->warm->i >= km->warm->n ||
+	    km_cache_count(&km->cache) >= km->cache.cap) {
+		km_warm_free(km->warm);
+		km->warm = NULL;
+	}
+}
+
 static void *
 km_thread(void *arg)
 {
@@ -1746,8 +1839,8 @@ km_thread(void *arg)
 		wait = next_tick - km_mono_ms();
 		if (wait > KM_WATCH_MS)
 			wait = KM_WATCH_MS;
-		if (wait < 0)
-			wait = 0;
+		if (wait < 0 || km->warm != NULL || km->warm_pending)
+			wait = 0;               /* warming up: just a look */
 		t0 = km_mono_ms();
 		rc = relay_keystore_watch(km->ks, (unsigned)wait, km_watch_cb,
 		    km);
@@ -1774,6 +1867,14 @@ km_thread(void *arg)
 		if (atomic_load(&km->store_up) &&
 		    (km->reload_all || km->nchanged > 0))
 			km_apply_changes(km);
+		if (atomic_load(&km->store_up) &&
+		    (km->warm_pending || km->warm != NULL)) {
+			if (km->warm_pending && km->warm != NULL) {
+				km_warm_free(km->warm);  /* index replaced */
+				km->warm = NULL;
+			}
+			km_warm_step(km);
+		}
 		if (km_mono_ms() < next_tick)
 			continue;
 		if (atomic_load(&km->store_up)) {
@@ -1805,6 +1906,7 @@ km_free(struct relay_keymgr *km)
 		return;
 	km_index_free(km->ix);
 	km_tenants_free(km->tt);
+	km_warm_free(km->warm);
 	for (c = km->conf; c != NULL; c = older) {
 		older = c->older;
 		km_conf_free(c);
@@ -1885,6 +1987,7 @@ relay_keymgr_start(const struct relay_config *cfg,
 		relay_metrics_keystore_up(1);
 	km->ix = ix;
 	km->tt = tt;
+	km->warm_pending = 1;
 	km_bump_serial(km);
 	relay_log(LOG_INFO, "dkim: key store %s: %zu tenants, %zu managed "
 	    "domains", km->url, tt->n, ix->domains.n);

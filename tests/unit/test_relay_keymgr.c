@@ -1017,6 +1017,53 @@ TEST(relay_keymgr_cache_bound)
 	teardown();
 }
 
+/*
+ * After a start, the rotation thread fills the cache with every domain's
+ * signing key before any message asks for one: the first messages after a
+ * restart find their keys cached (no misses).
+ */
+TEST(relay_keymgr_warm_up)
+{
+	struct relay_keymgr_stats st;
+	uint64_t misses, hits;
+	struct relay_config cfg;
+	struct relay_keystore *ks;
+	struct relay_keymgr *km;
+	char dom[64];
+	int i;
+
+	setup();
+	load_conf(&cfg, "initial_domain =\ndkim_key_cache_size = 64\n");
+	ks = open_store();
+	add_tenant(ks, "default", INITIAL, "", "");
+	for (i = 0; i < 30; i++) {
+		snprintf(dom, sizeof(dom), "w%02d.example", i);
+		provision(ks, dom, "default", INITIAL, 1, T0, 0);
+	}
+	km = start_km(&cfg);
+	wait_domains(km, 30);
+	for (i = 0; i < 100; i++) {
+		relay_keymgr_stats(km, &st);
+		if (st.cache_keys >= 30)
+			break;
+		usleep(50 * 1000);
+	}
+	T_EQ(st.cache_keys, 30);
+	misses = st.cache_misses;
+	hits = st.cache_hits;
+	for (i = 0; i < 30; i++) {
+		snprintf(dom, sizeof(dom), "w%02d.example", i);
+		expect(km, dom, NULL, NULL, dom, "selector1");
+	}
+	relay_keymgr_stats(km, &st);
+	T_EQ(st.cache_misses, misses);
+	T_EQ(st.cache_hits, hits + 30);
+	relay_keymgr_stop(km);
+	relay_keystore_close(ks);
+	relay_config_free(&cfg);
+	teardown();
+}
+
 /* A key store that can't be opened stops the start with a clear error. */
 TEST(relay_keymgr_bad_store)
 {
