@@ -250,18 +250,22 @@ ctlk_domain_arg(const char *cmd, const char *s, char *out, size_t outlen)
 	return 0;
 }
 
-/* ctlk_tenant_ok - a tenant name: [A-Za-z0-9][A-Za-z0-9._-]*, < 64. */
+/*
+ * ctlk_tenant_ok - a tenant name as the key store takes it:
+ * [a-z0-9][a-z0-9._-]*, < 64 (an upper-case name would pass here and be
+ * refused by the store: exit 1 for what is a usage error).
+ */
 static int
 ctlk_tenant_ok(const char *s)
 {
 	size_t i, len = strlen(s);
 
-	if (len == 0 || len >= DKIM_TENANT_MAX ||
-	    !isalnum((unsigned char)s[0]))
+	if (len == 0 || len >= DKIM_TENANT_MAX)
 		return 0;
 	for (i = 0; i < len; i++)
-		if (!isalnum((unsigned char)s[i]) && s[i] != '.' &&
-		    s[i] != '_' && s[i] != '-')
+		if (!(s[i] >= 'a' && s[i] <= 'z') &&
+		    !(s[i] >= '0' && s[i] <= '9') &&
+		    (i == 0 || (s[i] != '.' && s[i] != '_' && s[i] != '-')))
 			return 0;
 	return 1;
 }
@@ -669,9 +673,11 @@ ctl_tenant_add(int argc, char **argv)
 		if ((r = ctlk_opt(cmd, argc, argv, &i, "--user", &val)) != 0) {
 			if (r < 0)
 				goto done;
+			/* the daemon splits users at blanks and commas */
 			for (k = 0; val[k] != '\0'; k++)
 				if (isspace((unsigned char)val[k]) ||
-				    (unsigned char)val[k] < 0x20)
+				    (unsigned char)val[k] < 0x20 ||
+				    val[k] == ',')
 					break;
 			if (val[0] == '\0' || val[k] != '\0') {
 				ctl_err("%s: --user \"%s\": not a user name",
@@ -714,8 +720,8 @@ ctl_tenant_add(int argc, char **argv)
 		goto done;
 	}
 	if (!ctlk_tenant_ok(pos[0])) {
-		ctl_err("%s: \"%s\" is not a tenant name (letters, digits, "
-		    "'.', '_', '-'; at most %d)", cmd,
+		ctl_err("%s: \"%s\" is not a tenant name (lower-case letters, "
+		    "digits, '.', '_', '-'; at most %d)", cmd,
 		    ctlk_clean(pos[0], cl, sizeof(cl)), DKIM_TENANT_MAX - 1);
 		goto done;
 	}

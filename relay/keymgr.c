@@ -14,7 +14,8 @@
  * and swaps it in; a single domain's change replaces its entry in place.
  *
  * Private keys come from a bounded cache of parsed struct dkim_key, keyed
- * by (domain, slot, generation), in shards with a mutex each and CLOCK
+ * by (domain, slot, generation, hash of the public key: a domain removed
+ * and provisioned again restarts at generation 1), in shards with a mutex each and CLOCK
  * (approximately LRU) eviction.  A miss reads the key from the store on
  * the SMTP worker's thread (one file read, or one Redis GET and an
  * AES-GCM decryption): the rare blocking call on the signing path, done
@@ -427,6 +428,7 @@ struct km_centry {
 	struct km_centry *next;    /* hash chain */
 	uint32_t hash;
 	uint32_t gen;
+	uint32_t pkh;              /* km_hash of the key's p= value */
 	int slot;
 	int ref;                   /* CLOCK: used since the hand passed */
 	struct dkim_key *key;
@@ -501,42 +503,72 @@ km_cache_free(struct km_cache *c)
 	memset(c, 0, sizeof(*c));
 }
 
-/* km_cache_hash - of (domain, slot, gen). */
+/*
+ * km_cache_hash - of (domain, slot, gen, pkh).  (domain, slot, gen) alone
+ * does not name a key: a domain removed and provisioned again starts at
+ * generation 1 again, with new keys; pkh (km_pub_hash of the public key)
+ * tells them apart, so that a cached key never signs for a public key it
+ * does not match.
+ */
 static uint32_t
-km_cache_hash(const char *domain, int slot, uint32_t gen)
+km_cache_hash(const char *domain, int slot, uint32_t gen, uint32_t pkh)
 {
 	uint32_t h = km_hash(domain);
 
 	h ^= (uint32_t)slot * 0x9e3779b1u;
 	h ^= gen * 0x85ebca6bu;
+	h ^= pkh * 0xc2b2ae35u;
 	h ^= h >> 15;
+	return h;
+}
+
+/* km_pub_hash - the hash of a slot's public key (its p= value). */
+static uint32_t
+km_pub_hash(const char *pubkey)
+{
+	return km_hash(pubkey != NULL ? pubkey : "");
+}
+
+/* km_key_hash - km_pub_hash of key's public half (0 if it can't say). */
+static uint32_t
+km_key_hash(const struct dkim_key *key)
+{
+	char *txt, *p;
+	uint32_t h = 0;
+
+	if ((txt = dkim_key_txt(key)) == NULL)
+		return 0;
+	if ((p = strstr(txt, "; p=")) != NULL)
+		h = km_pub_hash(p + 4);
+	free(txt);
 	return h;
 }
 
 static struct km_centry *
 km_shard_find(struct km_shard *s, uint32_t h, const char *domain, int slot,
-    uint32_t gen)
+    uint32_t gen, uint32_t pkh)
 {
 	struct km_centry *e;
 
 	for (e = s->b[h & (s->nb - 1)]; e != NULL; e = e->next)
 		if (e->hash == h && e->slot == slot && e->gen == gen &&
-		    strcmp(e->domain, domain) == 0)
+		    e->pkh == pkh && strcmp(e->domain, domain) == 0)
 			return e;
 	return NULL;
 }
 
 /* km_cache_get - a new reference to the cached key, or NULL. */
 static struct dkim_key *
-km_cache_get(struct km_cache *c, const char *domain, int slot, uint32_t gen)
+km_cache_get(struct km_cache *c, const char *domain, int slot, uint32_t gen,
+    uint32_t pkh)
 {
-	uint32_t h = km_cache_hash(domain, slot, gen);
+	uint32_t h = km_cache_hash(domain, slot, gen, pkh);
 	struct km_shard *s = &c->shards[(h >> 24) & (c->nshards - 1)];
 	struct km_centry *e;
 	struct dkim_key *key = NULL;
 
 	pthread_mutex_lock(&s->lock);
-	if ((e = km_shard_find(s, h, domain, slot, gen)) != NULL) {
+	if ((e = km_shard_find(s, h, domain, slot, gen, pkh)) != NULL) {
 		e->ref = 1;
 		key = dkim_key_ref(e->key);
 	}
@@ -546,12 +578,16 @@ km_cache_get(struct km_cache *c, const char *domain, int slot, uint32_t gen)
 	return key;
 }
 
-/* km_cache_put - keep a reference to key (evicting one when full). */
+/*
+ * km_cache_put - keep a reference to key (evicting one when full), under
+ * the hash of its own public key, whatever the index said it would be.
+ */
 static void
 km_cache_put(struct km_cache *c, const char *domain, int slot, uint32_t gen,
     struct dkim_key *key)
 {
-	uint32_t h = km_cache_hash(domain, slot, gen);
+	uint32_t pkh = km_key_hash(key);
+	uint32_t h = km_cache_hash(domain, slot, gen, pkh);
 	struct km_shard *s = &c->shards[(h >> 24) & (c->nshards - 1)];
 	struct km_centry *e, *old, **pp;
 	size_t len = strlen(domain) + 1;
@@ -563,9 +599,10 @@ km_cache_put(struct km_cache *c, const char *domain, int slot, uint32_t gen,
 	e->hash = h;
 	e->slot = slot;
 	e->gen = gen;
+	e->pkh = pkh;
 	e->ref = 0;
 	pthread_mutex_lock(&s->lock);
-	if (km_shard_find(s, h, domain, slot, gen) != NULL) {
+	if (km_shard_find(s, h, domain, slot, gen, pkh) != NULL) {
 		pthread_mutex_unlock(&s->lock);
 		free(e);
 		return;
@@ -977,12 +1014,12 @@ km_set_domain(struct relay_keymgr *km, const char *name, struct km_dom *e)
 /* km_prefetch - load the active key of e (if it signs) into the cache. */
 static void
 km_prefetch(struct relay_keymgr *km, const char *domain, int slot,
-    uint32_t gen)
+    uint32_t gen, uint32_t pkh)
 {
 	struct dkim_key *key;
 	char err[256];
 
-	if ((key = km_cache_get(&km->cache, domain, slot, gen)) != NULL) {
+	if ((key = km_cache_get(&km->cache, domain, slot, gen, pkh)) != NULL) {
 		dkim_key_free(key);
 		return;
 	}
@@ -1092,6 +1129,7 @@ struct km_pick {
 	char domain[DKIM_DOMAIN_MAX];  /* whose key */
 	int slot;
 	uint32_t gen;
+	uint32_t pkh;                  /* km_pub_hash of the slot's key */
 	enum relay_dkim_mode mode;
 	const struct km_conf *conf;    /* lives until stop */
 };
@@ -1187,6 +1225,7 @@ found:
 	snprintf(pk->domain, sizeof(pk->domain), "%s", e->domain);
 	pk->slot = e->active;
 	pk->gen = e->slot[e->active - 1].generation;
+	pk->pkh = km_pub_hash(e->slot[e->active - 1].pubkey);
 	return 1;
 }
 
@@ -1208,8 +1247,8 @@ relay_keymgr_sign_lookup(struct relay_keymgr *km,
 	pthread_rwlock_unlock(&km->lock);
 	if (rc <= 0)
 		return rc;
-	if ((key = km_cache_get(&km->cache, pk.domain, pk.slot,
-	    pk.gen)) == NULL) {
+	if ((key = km_cache_get(&km->cache, pk.domain, pk.slot, pk.gen,
+	    pk.pkh)) == NULL) {
 		relay_metrics_dkim_key_cache(0);
 		/*
 		 * A miss: read the key from the store on this thread -- unless
@@ -1345,11 +1384,12 @@ km_apply_changes(struct relay_keymgr *km)
 		} else if (e != NULL) {
 			int slot = e->active;
 			uint32_t gen = e->slot[slot - 1].generation;
+			uint32_t pkh = km_pub_hash(e->slot[slot - 1].pubkey);
 			int sign = e->slot[slot - 1].confirmed != 0;
 
 			km_set_domain(km, name, e);
 			if (sign)
-				km_prefetch(km, name, slot, gen);
+				km_prefetch(km, name, slot, gen, pkh);
 		}
 	}
 	/* tenants are few: take them all again after any change */
@@ -1475,10 +1515,10 @@ km_transact(struct relay_keymgr *km, const struct km_conf *c,
 	const struct dkim_rotation_policy *p = &c->policy;
 	struct dkim_mdomain d;
 	struct dkim_key *newkey = NULL;
-	struct km_dom *e;
+	struct km_dom *e, *written = NULL;
 	char token[RELAY_LOCK_TOKEN], err[256], why[160], ev[256];
 	enum dkim_step st;
-	int rc, i, dirty = 0, wrote = 0, a, b;
+	int rc, i, dirty = 0, a, b;
 	uint32_t g;
 
 	if (todo->step == DKIM_STEP_REPLACE && (rc = dkim_key_generate(todo->alg,
@@ -1553,8 +1593,13 @@ km_transact(struct relay_keymgr *km, const struct km_conf *c,
 		    sizeof(err));
 		if (rc != 0)
 			goto unlock;
+		/*
+		 * The index takes what was written, not d as it stands at the
+		 * end: a later step's put may fail after d was changed.
+		 */
 		dirty = 0;
-		wrote = 1;
+		km_dom_free(written);
+		written = km_dom_new(&d);
 		switch (st) {
 		case DKIM_STEP_CONFIRM:
 			relay_metrics_dkim_transition("confirm");
@@ -1585,8 +1630,10 @@ km_transact(struct relay_keymgr *km, const struct km_conf *c,
 	if (dirty) {
 		rc = relay_keystore_put_domain(km->ks, &d, d.version, NULL, err,
 		    sizeof(err));
-		if (rc == 0)
-			wrote = 1;
+		if (rc == 0) {
+			km_dom_free(written);
+			written = km_dom_new(&d);
+		}
 	}
 unlock:
 	relay_keystore_unlock(km->ks, todo->domain, token);
@@ -1598,7 +1645,7 @@ unlock:
 		relay_log(LOG_WARNING, "dkim: %s: %s", todo->domain, err);
 		rc = 0;
 	}
-	if (wrote && (e = km_dom_new(&d)) != NULL)
+	if ((e = written) != NULL)
 		km_set_domain(km, todo->domain, e);
 	dkim_mdomain_clear(&d);
 	dkim_key_free(newkey);
@@ -1746,7 +1793,7 @@ km_sleep_ms(int64_t ms)
 struct km_warm_item {
 	char *domain;
 	int slot;
-	uint32_t gen;
+	uint32_t gen, pkh;
 };
 
 struct km_warm {
@@ -1794,6 +1841,8 @@ km_warm_list(struct relay_keymgr *km)
 			w->v[w->n].domain = relay_xstrdup(e->domain);
 			w->v[w->n].slot = e->active;
 			w->v[w->n].gen = e->slot[e->active - 1].generation;
+			w->v[w->n].pkh = km_pub_hash(
+			    e->slot[e->active - 1].pubkey);
 			w->n++;
 		}
 	pthread_rwlock_unlock(&km->lock);
@@ -1814,7 +1863,7 @@ km_warm_step(struct relay_keymgr *km)
 	while (km->warm->i < km->warm->n && km_mono_ms() < end &&
 	    km_cache_count(&km->cache) < km->cache.cap) {
 		it = &km->warm->v[km->warm->i++];
-		km_prefetch(km, it->domain, it->slot, it->gen);
+		km_prefetch(km, it->domain, it->slot, it->gen, it->pkh);
 	}
 	if (km->warm->i >= km->warm->n ||
 	    km_cache_count(&km->cache) >= km->cache.cap) {

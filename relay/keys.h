@@ -85,7 +85,10 @@ int relay_keystore_ping(struct relay_keystore *ks, char *err, size_t errlen);
  * equals expect_version (0: the domain must not exist yet), then sets
  * d->version = expect_version + 1; -ESTALE when someone else wrote first.
  * Private keys are written only when slot[].priv is set (a put without
- * keys keeps the stored ones, which must then be of the same generation).
+ * keys keeps the stored ones, which must then be of the same generation
+ * and public key: otherwise -ESTALE, so a copy read before the domain was
+ * removed and provisioned again can't pair old public with new private
+ * keys).
  * event (may be NULL) is appended to the domain's history as
  * "<unix time> <node> <event>" (at most 100 entries kept).  Every
  * successful put and del is announced to watchers (relay_keystore_watch).

@@ -1080,7 +1080,7 @@ fs_put(const struct relay_keystore *ks, const char *sub, const char *name,
 {
 	struct ks_kvs cur = { 0 };
 	char fb[32], gb[32];
-	const char *g, *p;
+	const char *g, *p, *pk, *cpk;
 	int fd, r, s;
 
 	if ((fd = fs_lock(ks, err, errlen)) < 0)
@@ -1111,16 +1111,37 @@ fs_put(const struct relay_keystore *ks, const char *sub, const char *name,
 			r = -EINVAL;
 			goto done;
 		}
+		/*
+		 * The version alone can't tell a record removed and made
+		 * again (versions restart at 1, generations too) from the
+		 * one the writer read: the stored key must be the one of the
+		 * public key written, or the record would pair a public key
+		 * with another's private key.
+		 */
+		pk = ks_kvs_get(kv, slot_field(fb, sizeof(fb), s, "pubkey"));
+		cpk = ks_kvs_get(&cur, fb);
+		if (pk == NULL || cpk == NULL || strcmp(pk, cpk) != 0) {
+			ks_err(err, errlen, "%s: changed by someone else "
+			    "(removed and provisioned again)", name);
+			r = -ESTALE;
+			goto done;
+		}
+		slot_field(fb, sizeof(fb), s, "priv");
 		if ((r = ks_kvs_add(kv, fb, p)) != 0)
 			goto done;
 	}
 	if ((r = fs_store(ks, sub, name, kv, err, errlen)) != 0)
 		goto done;
-	if (hist != NULL &&
-	    (r = fs_history_add(ks, name, hist, err, errlen)) != 0)
-		goto done;
-	if ((r = fs_bump(ks)) != 0)
+	/*
+	 * The record is in: whatever happens to the history line, bump the
+	 * serial, or watchers would not see the change until the next write.
+	 */
+	if (hist != NULL)
+		r = fs_history_add(ks, name, hist, err, errlen);
+	if ((s = fs_bump(ks)) != 0 && r == 0) {
+		r = s;
 		ks_err(err, errlen, "%s/serial: %s", ks->dir, strerror(-r));
+	}
 done:
 	ks_kvs_free(&cur);
 	fs_unlock(fd);
@@ -1641,8 +1662,8 @@ relay_keystore_put_domain(struct relay_keystore *ks, struct dkim_mdomain *d,
     uint64_t expect_version, const char *event, char *err, size_t errlen)
 {
 	struct ks_kvs kv = { 0 };
-	char name[DKIM_DOMAIN_MAX], gb[2][16], *hist = NULL;
-	const char *gencheck[2];
+	char name[DKIM_DOMAIN_MAX], gb[2][16], fb[32], *hist = NULL;
+	const char *gencheck[2], *pubcheck[2];
 	uint64_t saved = d->version;
 	int r, s;
 
@@ -1669,9 +1690,13 @@ relay_keystore_put_domain(struct relay_keystore *ks, struct dkim_mdomain *d,
 			snprintf(gb[s], sizeof(gb[s]), "%" PRIu32,
 			    d->slot[s].generation);
 			gencheck[s] = d->slot[s].priv != NULL ? "" : gb[s];
+			pubcheck[s] = ks_kvs_get(&kv, slot_field(fb, sizeof(fb),
+			    s + 1, "pubkey"));
+			if (pubcheck[s] == NULL)
+				pubcheck[s] = "";
 		}
-		r = ksr_put(ks, 0, name, &kv, expect_version, gencheck, hist,
-		    err, errlen);
+		r = ksr_put(ks, 0, name, &kv, expect_version, gencheck,
+		    pubcheck, hist, err, errlen);
 	} else
 		r = fs_put(ks, "domains", name, &kv, d, expect_version, hist,
 		    err, errlen);
@@ -1883,8 +1908,8 @@ relay_keystore_put_tenant(struct relay_keystore *ks, struct relay_tenant *t,
 	if ((r = tenant_encode(t, expect_version + 1, &kv)) != 0)
 		goto done;
 	if (ks->redis)
-		r = ksr_put(ks, 1, t->name, &kv, expect_version, none, NULL,
-		    err, errlen);
+		r = ksr_put(ks, 1, t->name, &kv, expect_version, none, none,
+		    NULL, err, errlen);
 	else
 		r = fs_put(ks, "tenants", t->name, &kv, NULL, expect_version,
 		    NULL, err, errlen);

@@ -77,7 +77,7 @@ int ksr_get(struct relay_keystore *ks, const char *key, struct ks_kvs *out,
     char *err, size_t errlen);
 int ksr_put(struct relay_keystore *ks, int tenant, const char *name,
     const struct ks_kvs *kv, uint64_t expect, const char *gencheck[2],
-    const char *hist, char *err, size_t errlen);
+    const char *pubcheck[2], const char *hist, char *err, size_t errlen);
 int ksr_del_domain(struct relay_keystore *ks, const char *domain, char *err,
     size_t errlen);
 int ksr_get_key(struct relay_keystore *ks, const char *domain, int slot,

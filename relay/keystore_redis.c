@@ -20,8 +20,8 @@
  * version field, the write, the set, the history and the announcement
  * happen atomically.  The command connection is shared by every thread
  * under ks->mu and reconnected when it breaks (a command that finds a
- * stale connection is tried once more on a new one); the SUBSCRIBE
- * connection belongs to the watch caller.
+ * stale connection is tried once more on a new one, unless it timed out:
+ * it may have run); the SUBSCRIBE connection belongs to the watch caller.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -44,9 +44,11 @@
  * KEYS: the hash, the set of names, the history list.
  * ARGV: expect (0: must not exist), name, history line ("" none), message
  * to publish, per slot the generation whose stored private key must be
- * kept ("" when the write brings its own key), then field/value pairs.
- * Returns {1}, {0, stored version} (someone else wrote first) or
- * {-1, slot} (no stored key of that generation to keep).
+ * kept ("" when the write brings its own key), per slot the public key
+ * that stored key must go with, then field/value pairs.  Returns {1},
+ * {0, stored version} (someone else wrote first: the version differs, or
+ * it is the same number on a record removed and made again, whose keys
+ * differ) or {-1, slot} (no stored key of that generation to keep).
  */
 static const char put_script[] =
 	"local cur = redis.call('HGET', KEYS[1], 'version')\n"
@@ -62,9 +64,13 @@ static const char put_script[] =
 	"       redis.call('HEXISTS', KEYS[1], 's' .. i .. '.priv') == 0 then\n"
 	"      return {-1, i}\n"
 	"    end\n"
+	"    if redis.call('HGET', KEYS[1], 's' .. i .. '.pubkey') ~=\n"
+	"       ARGV[6 + i] then\n"
+	"      return {0, cur or ''}\n"
+	"    end\n"
 	"  end\n"
 	"end\n"
-	"redis.call('HMSET', KEYS[1], unpack(ARGV, 7))\n"
+	"redis.call('HMSET', KEYS[1], unpack(ARGV, 9))\n"
 	"redis.call('SADD', KEYS[2], ARGV[2])\n"
 	"if ARGV[3] ~= '' then\n"
 	"  redis.call('RPUSH', KEYS[3], ARGV[3])\n"
@@ -120,6 +126,10 @@ ctx_errno(const redisContext *c)
 		return -ECONNRESET;
 	case REDIS_ERR_OOM:
 		return -ENOMEM;
+#ifdef REDIS_ERR_TIMEOUT
+	case REDIS_ERR_TIMEOUT:         /* hiredis >= 1.0 */
+		return -ETIMEDOUT;
+#endif
 	case REDIS_ERR_IO:
 		if (strstr(c->errstr, "refused") != NULL)
 			return -ECONNREFUSED;
@@ -248,7 +258,8 @@ ksr_close(struct relay_keystore *ks)
 /*
  * run - one command on the command connection (ks->mu held), connecting
  * first if needed; a command that fails on a connection made earlier (the
- * server restarted, say) is sent once more on a new one.  The reply, or
+ * server restarted, say) is sent once more on a new one -- not when it
+ * timed out, as the server may then have carried it out.  The reply, or
  * NULL with *rc (-errno) and err.  An error reply is an error (-EIO).
  */
 static redisReply *
@@ -281,7 +292,12 @@ run(struct relay_keystore *ks, int argc, const char **argv,
 		ks_err(err, errlen, "%s: %s", ks->label, ks->cmd->errstr);
 		redisFree(ks->cmd);
 		ks->cmd = NULL;
-		if (fresh)
+		/*
+		 * Not after a timeout: the server may have run the command
+		 * (a write, a SET NX) and only be slow; sent again, it would
+		 * find its own first run's effect (-ESTALE, -EBUSY).
+		 */
+		if (fresh || *rc == -ETIMEDOUT)
 			break;
 	}
 	return NULL;
@@ -356,7 +372,7 @@ ksr_get(struct relay_keystore *ks, const char *key, struct ks_kvs *out,
 int
 ksr_put(struct relay_keystore *ks, int tenant, const char *name,
     const struct ks_kvs *kv, uint64_t expect, const char *gencheck[2],
-    const char *hist, char *err, size_t errlen)
+    const char *pubcheck[2], const char *hist, char *err, size_t errlen)
 {
 	char hkey[300], hist_key[300], expb[32], msg[300];
 	const char **argv;
@@ -369,7 +385,7 @@ ksr_put(struct relay_keystore *ks, int tenant, const char *name,
 	snprintf(hist_key, sizeof(hist_key), "signet:history:%s", name);
 	snprintf(expb, sizeof(expb), "%" PRIu64, expect);
 	snprintf(msg, sizeof(msg), "%s%s", tenant ? "tenant:" : "", name);
-	argc = 12 + 2 * (int)kv->n;
+	argc = 14 + 2 * (int)kv->n;
 	argv = calloc((size_t)argc, sizeof(*argv));
 	lens = calloc((size_t)argc, sizeof(*lens));
 	if (argv == NULL || lens == NULL) {
@@ -390,6 +406,8 @@ ksr_put(struct relay_keystore *ks, int tenant, const char *name,
 	argv[n++] = msg;
 	argv[n++] = gencheck[0];
 	argv[n++] = gencheck[1];
+	argv[n++] = pubcheck[0];
+	argv[n++] = pubcheck[1];
 	for (i = 0; i < kv->n; i++) {
 		argv[n++] = kv->v[i].f;
 		argv[n++] = kv->v[i].v;
