@@ -29,7 +29,7 @@ node_start 1
 node_start 2
 phase "harness up (file key store $T/keystore)"
 
-kwait 15 "the initial domain in the store" 'kctl dkim show "$INITIAL" --json; [ "$RC" = 0 ]'
+kwait 30 "the initial domain in the store" 'kctl dkim show "$INITIAL" --json; [ "$RC" = 0 ]'
 kctl_ok domain add "$BIG" --key-size 4096
 kctl_ok domain add "$CUST"
 kshow "$BIG"
@@ -38,8 +38,18 @@ kshow "$BIG"
 BIGP1=$(kj "sel(1)['txt']" | txt_p)
 clock_advance $((8 * DAY))
 for dom in "$INITIAL" "$BIG" "$CUST"; do
-	kwait 20 "$dom confirmed through the delegation" kshow_is "$dom" "sel(1)['confirmed'] != 0" true
+	kwait 40 "$dom confirmed through the delegation" kshow_is "$dom" "sel(1)['confirmed'] != 0" true
 done
+# one node confirmed each; wait until both have taken in every domain, key
+# and confirmation before asking them one by one
+for dom in "$INITIAL" "$BIG" "$CUST"; do
+	kshow "$dom"
+	for k in 1 2; do
+		nodes_serve "selector$k-${dom//./-}.$APEX" "$(kj "sel($k)['txt']" | txt_p)"
+	done
+done
+kwait 30 "no unconfirmed domain on either node" \
+	'[ "$(kmetric 1 signet_dkim_domains_unconfirmed)" = 0 ] && [ "$(kmetric 2 signet_dkim_domains_unconfirmed)" = 0 ]'
 phase "three domains provisioned and confirmed through unbound and the delegation"
 
 # --- each node, asked directly ------------------------------------------------------
@@ -155,7 +165,7 @@ phase "dns zone: $(cat "$T/zcmp")"
 
 # --- a removed domain's records go away -----------------------------------------------------
 kctl_ok domain remove "$BIG"
-kwait 15 "NXDOMAIN for the removed domain's record on both nodes" \
+kwait 30 "NXDOMAIN for the removed domain's record on both nodes" \
 	'"$PY" "$KPY/dq.py" "${NODE_DNS[1]}" "selector1-big-example.$APEX" TXT | grep -q "\"rcode\": \"NXDOMAIN\"" &&
 	 "$PY" "$KPY/dq.py" "${NODE_DNS[2]}" "selector1-big-example.$APEX" TXT | grep -q "\"rcode\": \"NXDOMAIN\""'
 phase "domain remove: both nodes stopped serving its records"

@@ -26,7 +26,6 @@ keys_setup
 D=$CUST
 ENC=${CUST//./-}
 IENC=${INITIAL//./-}
-FOLLOW=${KEYS_FOLLOW:-2}
 
 # expect_history DOMAIN REGEX - the domain's history has a line matching REGEX
 expect_history() {
@@ -61,13 +60,13 @@ node_start 2
 phase "harness up"
 
 # --- 0: the tenant of initial_domain, its own key, the delegation ---------------
-kwait 15 "tenant default in the store" 'kctl tenant list --json; [ "$RC" = 0 ] && grep -q "\"$INITIAL\"" "$T/out"'
+kwait 30 "tenant default in the store" 'kctl tenant list --json; [ "$RC" = 0 ] && grep -q "\"$INITIAL\"" "$T/out"'
 kshow "$INITIAL"
 [ "$(kj 'd["tenant"]')" = default ] || { cat "$T/show.json" >&2; fail "$INITIAL is not in tenant default"; }
 IP1=$(kj "sel(1)['txt']" | txt_p)
 [ -n "$IP1" ] || { cat "$T/show.json" >&2; fail "no TXT for selector1 of $INITIAL in dkim show"; }
 # the operator zone, through unbound and the delegation, has the initial domain's key
-kwait 10 "selector1-$IENC._domainkey.$INITIAL through unbound" \
+kwait 30 "selector1-$IENC._domainkey.$INITIAL through unbound" \
 	'[ "$(ub_txt "selector1-$IENC._domainkey.$INITIAL" | txt_p)" = "$IP1" ]'
 phase "0: tenant default and its key record served through the delegation"
 
@@ -111,8 +110,8 @@ kmail 1 p0-early
 [ "$(sig_tag "$MAIL" s)" != "selector1-$ENC" ] || fail "a key signed before its publish lead passed"
 metric_ge 1 signet_dkim_domains_unconfirmed "" 1
 clock_advance $((8 * DAY))
-kwait 20 "selector1 of $D confirmed" kshow_is "$D" "sel(1)['confirmed'] != 0" true
-kwait 15 "no unconfirmed domain on either node" \
+kwait 40 "selector1 of $D confirmed" kshow_is "$D" "sel(1)['confirmed'] != 0" true
+kwait 30 "no unconfirmed domain on either node" \
 	'[ "$(kmetric 1 signet_dkim_domains_unconfirmed)" = 0 ] && [ "$(kmetric 2 signet_dkim_domains_unconfirmed)" = 0 ]'
 expect_history "$D" '^[0-9]+ [^ ]+ provision'
 expect_history "$D" '^[0-9]+ node[12] confirm selector1 gen 1$'
@@ -141,12 +140,13 @@ grep_out "^$D: DKIM enabled \(d=$D, s=selector1\)\$"
 kshow "$D"
 [ "$(kj 'd["enabled"] in (1, True)')" = true ] || { cat "$T/show.json" >&2; fail "enable: not enabled"; }
 expect_history "$D" '^[0-9]+ [^ ]+ enable$'
-sleep "$FOLLOW"
+# enabling moves no phase count: wait until both nodes sign aligned
+nodes_sign_as "$D" selector1
 kmail_both p2 "$D" selector1
 phase "2: enable refused without the CNAMEs (exact records), accepted with them; d=$D s=selector1 verifies"
 
 # --- 3: two full rotation cycles, by the clock ------------------------------------
-# make_due HOW SECS DESC COND - set the clock to SECS and wait (20 s) until
+# make_due HOW SECS DESC COND - set the clock to SECS and wait (40 s) until
 # kshow_is "$D" COND is true.  HOW "race": both nodes are frozen (SIGSTOP)
 # while the clock moves and thawed together, so that both plan the same
 # transition in the same instant; "node2": node1 stays frozen until the
@@ -164,11 +164,11 @@ make_due() {
 		kill -CONT "${NODE_PID[1]}" "${NODE_PID[2]}"
 		;;
 	node2)
-		kwait 20 "$what (by node2, node1 frozen)" kshow_is "$D" "$cond" true
+		kwait 40 "$what (by node2, node1 frozen)" kshow_is "$D" "$cond" true
 		kill -CONT "${NODE_PID[1]}"
 		;;
 	esac
-	kwait 20 "$what" kshow_is "$D" "$cond" true
+	kwait 40 "$what" kshow_is "$D" "$cond" true
 }
 
 # cycle n: switch at PROV + n*365d (+1d), replacement 7 days later
@@ -229,13 +229,13 @@ cust_zone "$(cname 2)"
 clock_set $((S2 + 25 * DAY))
 holds0=$(kmetric 1 signet_dkim_gate_holds_total)
 kctl_ok dkim rotate "$D"
-kwait 20 "the switch held (phase pending)" kshow_is "$D" "d['phase']" pending
+kwait 40 "the switch held (phase pending)" kshow_is "$D" "d['phase']" pending
 [ "$(kj 'd["active"]')" = 2 ] || fail "gate: switched although selector1._domainkey.$D has no CNAME"
 expect_history "$D" '^[0-9]+ node[12] hold selector1 gen 4: '
-kwait 10 "switches_held 1 on both nodes" \
+kwait 30 "switches_held 1 on both nodes" \
 	'[ "$(kmetric 1 signet_dkim_switches_held)" = 1 ] && [ "$(kmetric 2 signet_dkim_switches_held)" = 1 ]'
-kwait 10 "gate_holds_total rising" '[ "$(kmetric 1 signet_dkim_gate_holds_total)" -gt "${holds0:-0}" ]'
-kwait 5 "a 'switch held' log line" '[ "$(nodes_log_count "dkim: $D: switch held: ")" -ge 1 ]'
+kwait 30 "gate_holds_total rising" '[ "$(kmetric 1 signet_dkim_gate_holds_total)" -gt "${holds0:-0}" ]'
+kwait 30 "a 'switch held' log line" '[ "$(nodes_log_count "dkim: $D: switch held: ")" -ge 1 ]'
 sleep 2
 kshow "$D"
 [ "$(kj 'd["active"]' 'd["phase"]')" = "2
@@ -244,10 +244,10 @@ kmail_both gate "$D" selector2
 cp "$T/mail/gate-n1.eml" "$T/pre-gate.eml"
 t=$(date +%s)
 cust_zone "$(cname 1)" "$(cname 2)"
-kwait 15 "the held switch going through once DNS has the key" kshow_is "$D" \
+kwait 40 "the held switch going through once DNS has the key" kshow_is "$D" \
 	"(d['active'], d['phase']) == (1, 'retiring')" true
 phase "5: switch held while selector1._domainkey.$D was missing; went through $(($(date +%s) - t))s after the CNAME came back"
-kwait 10 "switches_held 0 on both nodes" \
+kwait 30 "switches_held 0 on both nodes" \
 	'[ "$(kmetric 1 signet_dkim_switches_held)" = 0 ] && [ "$(kmetric 2 signet_dkim_switches_held)" = 0 ]'
 nodes_follow
 kmail_both gatesw "$D" selector1
@@ -257,9 +257,9 @@ G5=$NOW
 # --- 6: Redis stopped mid-run -----------------------------------------------------------
 P2=$(new_p "$D" 2)
 redis_stop
-kwait 15 "signet_keystore_up 0 on both nodes" \
+kwait 30 "signet_keystore_up 0 on both nodes" \
 	'[ "$(kmetric 1 signet_keystore_up)" = 0 ] && [ "$(kmetric 2 signet_keystore_up)" = 0 ]'
-kwait 10 "the unreachable warning on both nodes" \
+kwait 30 "the unreachable warning on both nodes" \
 	'grep -q "dkim: key store unreachable: " "$T/node1.log" && grep -q "dkim: key store unreachable: " "$T/node2.log"'
 kctl dkim show "$D" --json
 [ "$RC" = 1 ] || { show; fail "dkim show with Redis down: exit $RC, wanted 1"; }
@@ -276,11 +276,11 @@ kmail_both rdown2 "$D" selector1
 kverify "$T/pre-gate.eml" "$D" selector2
 phase "6: Redis down: both nodes sign and verify, no transition"
 redis_start
-kwait 20 "signet_keystore_up 1 on both nodes" \
+kwait 40 "signet_keystore_up 1 on both nodes" \
 	'[ "$(kmetric 1 signet_keystore_up)" = 1 ] && [ "$(kmetric 2 signet_keystore_up)" = 1 ]'
-kwait 5 "the reachable-again notice on both nodes" \
+kwait 30 "the reachable-again notice on both nodes" \
 	'grep -q "dkim: key store reachable again" "$T/node1.log" && grep -q "dkim: key store reachable again" "$T/node2.log"'
-kwait 20 "the due replacement after Redis is back" kshow_is "$D" \
+kwait 40 "the due replacement after Redis is back" kshow_is "$D" \
 	"(d['active'], d['phase'], sel(2)['generation']) == (1, 'stable', 5)" true
 nodes_serve "selector2-$ENC._domainkey.$INITIAL" "$(kj "sel(2)['txt']" | txt_p)"
 nodes_follow

@@ -53,10 +53,23 @@ set_clock() {
 	echo "$NOW" >"$CLOCK"
 }
 
-# nsd_up NAME:FILE... - (re)start nsd on DNS_PORT serving these zones.
+# port_free PORT - nothing has 127.0.0.1:PORT bound (UDP) or listening (TCP).
+port_free() {
+	[ -z "$(ss -Hlnu "sport = :$1" 2>/dev/null)$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
+}
+
+# nsd_up NAME:FILE... - (re)start nsd on DNS_PORT serving these zones; wait
+# (30 s) until it answers for each.
 nsd_up() {
 	local z name file i=0
 	dns_stop
+	# the old nsd's processes may hold the port a little longer
+	while ! port_free "$DNS_PORT"; do
+		[ $i -lt 300 ] || { ss -Hlnup "sport = :$DNS_PORT" >&2; fail "port $DNS_PORT still in use 30 s after nsd stopped"; }
+		sleep 0.1
+		i=$((i + 1))
+	done
+	i=0
 	mkdir -p "$DNS_RUN"
 	cat >"$DNS_RUN/nsd.conf" <<EOF
 server:
@@ -97,13 +110,20 @@ EOF
 			DNS_PID=""
 			fail "nsd exited at start"
 		}
-		[ $i -lt 100 ] || { cat "$DNS_RUN/nsd.log" >&2; fail "nsd did not start in 10 s"; }
+		[ $i -lt 300 ] || { cat "$DNS_RUN/nsd.log" >&2; fail "nsd did not start in 30 s"; }
 		sleep 0.1
 		i=$((i + 1))
 	done
 	for z in "$@"; do
 		grep -q "zone ${z%%:*} read with success" "$DNS_RUN/nsd.log" ||
 			{ cat "$DNS_RUN/nsd.log" >&2; fail "nsd did not load zone ${z%%:*}"; }
+		i=$((SECONDS + 30))
+		until dig +norec +time=1 +tries=1 -p "$DNS_PORT" @127.0.0.1 SOA "${z%%:*}" 2>/dev/null |
+			grep -q 'status: NOERROR'; do
+			kill -0 "$DNS_PID" 2>/dev/null || { cat "$DNS_RUN/nsd.log" >&2; DNS_PID=""; fail "nsd exited"; }
+			[ $SECONDS -lt $i ] || { cat "$DNS_RUN/nsd.log" >&2; fail "nsd does not answer for ${z%%:*} after 30 s"; }
+			sleep 0.1
+		done
 	done
 }
 

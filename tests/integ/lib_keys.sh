@@ -72,8 +72,25 @@ phase() {
 }
 
 # --- cleanup --------------------------------------------------------------------
+# fail MSG... - as lib.sh's fail (the caller chain, then exit 1), and the
+# message is remembered (KEYS_FAIL) so that the exit handler repeats it
+# after the logs it shows (run.sh shows only the last lines).
+KEYS_FAIL=""
+fail() {
+	local i=0 where="" c line rest func file
+	while c=$(caller "$i"); do
+		line=${c%% *} rest=${c#* }
+		func=${rest%% *} file=${rest#* }
+		where="$where $(basename "$file"):$line${func:+($func)}"
+		i=$((i + 1))
+	done
+	KEYS_FAIL="$where: $*"
+	echo "FAIL:$where: $*" >&2
+	exit 1
+}
+
 # _keys_exit - (run by lib_smtp's exit handler, where rc is the exit
-# status) show the logs after a failure.
+# status) show the logs after a failure, then the failure again.
 _keys_exit() {
 	local f
 	[ "${rc:-0}" = 0 ] && return 0
@@ -82,8 +99,21 @@ _keys_exit() {
 		echo "--- $(basename "$f") (tail):" >&2
 		tail -n 25 "$f" | cut -c1-300 >&2
 	done
+	[ -n "$KEYS_FAIL" ] && echo "FAIL (repeated): $SCENARIO: $KEYS_FAIL" >&2
+	return 0
 }
 smtp_at_exit _keys_exit
+
+# _keys_thaw - before lib_smtp's exit handler stops the processes: a node
+# frozen by a scenario (SIGSTOP) gets SIGCONT, so that SIGTERM stops it.
+_keys_thaw() {
+	local n
+	for n in 1 2; do
+		[ -n "${NODE_PID[$n]}" ] && kill -CONT "${NODE_PID[$n]}" 2>/dev/null
+	done
+	return 0
+}
+trap '_keys_rc=$?; _keys_thaw; _smtp_exit $_keys_rc' EXIT
 
 # --- ports and addresses ----------------------------------------------------------
 # keys_free_ports N - N distinct ports free on 127.0.0.1 for TCP and UDP.
@@ -190,7 +220,7 @@ redis_start() {
 	smtp_track "$REDIS_PID"
 	until [ "$(rcli PING 2>/dev/null)" = PONG ]; do
 		kill -0 "$REDIS_PID" 2>/dev/null || { REDIS_PID=""; fail "redis-server exited at start"; }
-		[ $i -ge 100 ] && fail "redis-server does not answer PING after 10 s"
+		[ $i -ge 300 ] && fail "redis-server does not answer PING after 30 s"
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -287,7 +317,7 @@ EOF
 	smtp_track "$KNSD_PID"
 	until [ "$(knsd_serial)" = "$NSD_SERIAL" ]; do
 		kill -0 "$KNSD_PID" 2>/dev/null || { cat "$d/nsd.log" >&2; KNSD_PID=""; fail "nsd exited at start"; }
-		[ $i -ge 100 ] && { cat "$d/nsd.log" >&2; fail "nsd does not serve $CUST after 10 s"; }
+		[ $i -ge 300 ] && { cat "$d/nsd.log" >&2; fail "nsd does not serve $CUST after 30 s"; }
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -304,7 +334,7 @@ cust_zone() {
 	_knsd_zones
 	kill -HUP "$KNSD_PID" || fail "cannot signal nsd"
 	until [ "$(knsd_serial)" = "$NSD_SERIAL" ]; do
-		[ $i -ge 100 ] && { tail -n 20 "$T/knsd/nsd.log" >&2; fail "nsd did not reload $CUST (serial $NSD_SERIAL) in 10 s"; }
+		[ $i -ge 300 ] && { tail -n 20 "$T/knsd/nsd.log" >&2; fail "nsd did not reload $CUST (serial $NSD_SERIAL) in 30 s"; }
 		[ $((i % 10)) = 9 ] && kill -HUP "$KNSD_PID"
 		sleep 0.1
 		i=$((i + 1))
@@ -378,12 +408,19 @@ remote-control:
 EOF
 	/usr/sbin/unbound-checkconf "$d/unbound.conf" >"$T/err" 2>&1 ||
 		{ cat "$T/err" >&2; fail "unbound-checkconf rejects the generated unbound.conf"; }
-	"$UNBOUND" -d -c "$d/unbound.conf" >>"$d/unbound.stderr" 2>&1 </dev/null &
+	# Debian's AppArmor profile for /usr/sbin/unbound lets it read only
+	# /etc/unbound and the like: where AppArmor is on, that binary cannot
+	# read this configuration.  A copy under $T is not confined (unless $T
+	# is on a noexec file system: then the original, and hope).
+	local ub=$UNBOUND
+	cp "$UNBOUND" "$d/unbound.bin" 2>/dev/null && "$d/unbound.bin" -V >/dev/null 2>&1 &&
+		ub=$d/unbound.bin
+	"$ub" -d -c "$d/unbound.conf" >>"$d/unbound.stderr" 2>&1 </dev/null &
 	UB_PID=$!
 	smtp_track "$UB_PID"
 	until dig +time=1 +tries=1 -p "$UB_PORT" @127.0.0.1 SOA "$CUST" 2>/dev/null | grep -q 'status: NOERROR'; do
 		kill -0 "$UB_PID" 2>/dev/null || { cat "$d/unbound.stderr" "$d/unbound.log" >&2; UB_PID=""; fail "unbound exited at start"; }
-		[ $i -ge 100 ] && { cat "$d/unbound.log" >&2; fail "unbound does not resolve $CUST after 10 s"; }
+		[ $i -ge 300 ] && { cat "$d/unbound.log" >&2; fail "unbound does not resolve $CUST after 30 s"; }
 		sleep 0.1
 		i=$((i + 1))
 	done
@@ -444,7 +481,8 @@ node_conf() {
 }
 
 # node_start N - start node N (SIGNET_NODE=nodeN, the shared clock file),
-# its output in $T/nodeN.log; wait until its SMTP and admin ports listen.
+# its output in $T/nodeN.log; wait (30 s) until its SMTP and admin ports
+# listen.
 node_start() {
 	local n=$1 p
 	echo "=== $(date +%T.%N) node$n: signet -c $T/node$n.conf" >>"$T/node$n.log"
@@ -452,12 +490,12 @@ node_start() {
 	NODE_PID[$n]=$!
 	smtp_track "${NODE_PID[$n]}"
 	for p in "${NODE_PORT[$n]}" "${NODE_ADMIN[$n]}"; do
-		if ! wait_port "$p" 15; then
+		if ! wait_port "$p" 30; then
 			kill -0 "${NODE_PID[$n]}" 2>/dev/null || {
 				wait "${NODE_PID[$n]}"
 				fail "node$n exited ($?) at start instead of listening on $p"
 			}
-			fail "node$n is not listening on 127.0.0.1:$p after 15 s"
+			fail "node$n is not listening on 127.0.0.1:$p after 30 s"
 		fi
 	done
 	node_alive "$n"
@@ -478,17 +516,19 @@ nodes_alive() {
 	node_alive 2 "$@"
 }
 
-# node_stop N - SIGTERM and wait (15 s); fail if it does not exit 0.
+# node_stop N - SIGTERM and wait (45 s: the daemon's own deadline is 30 s);
+# fail if it does not exit 0.
 node_stop() {
 	local n=$1 i=0 rc
 	kill -TERM "${NODE_PID[$n]}" 2>/dev/null
 	while kill -0 "${NODE_PID[$n]}" 2>/dev/null; do
-		[ $i -ge 150 ] && { kill -KILL "${NODE_PID[$n]}"; fail "node$n did not exit within 15 s of SIGTERM"; }
+		[ $i -ge 450 ] && { kill -KILL "${NODE_PID[$n]}"; fail "node$n did not exit within 45 s of SIGTERM"; }
 		sleep 0.1
 		i=$((i + 1))
 	done
 	wait "${NODE_PID[$n]}"
 	rc=$?
+	NODE_PID[$n]=""
 	[ "$rc" = 0 ] || fail "node$n exited $rc after SIGTERM"
 	node_log_clean "$n"
 }
@@ -508,17 +548,17 @@ nodes_log_count() {
 }
 
 # kwait SECONDS DESCRIPTION CMD... - poll CMD every 0.2 s until it
-# succeeds; fail after SECONDS, or as soon as a node has died.  A single
+# succeeds; fail after SECONDS (wall clock), or as soon as a node has died.  A single
 # CMD argument is eval'd (a shell condition), several are run as a command.
 kwait() {
-	local secs=$1 what=$2 i=0
+	local secs=$1 what=$2 end
 	shift 2
+	end=$((SECONDS + secs))
 	until if [ $# = 1 ]; then eval "$1"; else "$@"; fi; do
 		[ -n "${NODE_PID[1]}" ] && node_alive 1 "while waiting for: $what"
 		[ -n "${NODE_PID[2]}" ] && node_alive 2 "while waiting for: $what"
-		[ $i -ge $((secs * 5)) ] && fail "timed out after ${secs}s waiting for: $what"
+		[ "$SECONDS" -ge "$end" ] && fail "timed out after ${secs}s waiting for: $what"
 		sleep 0.2
-		i=$((i + 1))
 	done
 }
 
@@ -581,10 +621,10 @@ ksend() {
 		{ show; fail "node$1 did not queue message $2 (swaks exit $RC)"; }
 }
 
-# kcollect TAG OUT [SECONDS] - wait until the sink has message TAG, copy it
-# to OUT.
+# kcollect TAG OUT [SECONDS] - wait (default 60 s) until the sink has
+# message TAG, copy it to OUT.
 kcollect() {
-	local tag=$1 dst=$2 secs=${3:-30}
+	local tag=$1 dst=$2 secs=${3:-60}
 	kwait "$secs" "message $tag at the sink" \
 		'[ "$(sink_count relay --to "$tag@rcpt.example")" -ge 1 ]'
 	rec "$T/relay.jsonl" data 0 "$dst" --to "$tag@rcpt.example" || fail "no message $tag at the sink"
@@ -647,6 +687,35 @@ kmail_both() {
 	done
 }
 
+# node_sign_as N D S [SECONDS [FROM [SWAKS-ARGS...]]] - wait (default 30 s)
+# until node N has taken in the store's latest change for FROM's domain:
+# send probe messages through it (TAG probeK) until one arrives signed
+# d=D s=S (the identity only: the caller then sends and verifies its own
+# messages).  For changes no gauge shows (enable, disable, domain remove).
+PROBES=0
+node_sign_as() {
+	local n=$1 d=$2 s=$3 secs=${4:-30} t0 got
+	shift 3
+	[ $# -gt 0 ] && shift
+	t0=$(date +%s)
+	while :; do
+		PROBES=$((PROBES + 1))
+		kmail "$n" "probe$PROBES" "$@"
+		got="$(sig_tag "$MAIL" d) $(sig_tag "$MAIL" s)"
+		[ "${got,,}" = "${d,,} ${s,,}" ] && return 0
+		[ $(($(date +%s) - t0)) -ge "$secs" ] &&
+			fail "node$n still signs as '$got' after ${secs}s, wanted d=$d s=$s"
+		sleep 0.3
+	done
+}
+
+# nodes_sign_as D S [SECONDS [FROM [SWAKS-ARGS...]]] - node_sign_as for
+# both nodes.
+nodes_sign_as() {
+	node_sign_as 1 "$@"
+	node_sign_as 2 "$@"
+}
+
 # --- metrics ---------------------------------------------------------------------------
 # kmetric N NAME [LABEL-REGEX] - node N's /metrics sample (sum), on stdout.
 kmetric() {
@@ -673,10 +742,12 @@ node_txt() {
 	dig +short +norecurse +time=1 +tries=1 -p "${a##*:}" "@${a%:*}" TXT "$2" 2>/dev/null
 }
 
-# nodes_serve NAME P [SECONDS] - wait until both nodes' dns_listen answer
-# NAME with a TXT record whose p= is P.
+# nodes_serve NAME P [SECONDS] - wait (default 30 s) until both nodes'
+# dns_listen answer NAME with a TXT record whose p= is P.  The nodes serve
+# from the index they sign with, and take in the store's changes in order:
+# once both serve a key, both have every change made before it.
 nodes_serve() {
-	local name=$1 want=$2 secs=${3:-15}
+	local name=$1 want=$2 secs=${3:-30}
 	[ -n "$want" ] || fail "nodes_serve $name: no p= to wait for"
 	kwait "$secs" "both nodes serving the new key at $name" \
 		'[ "$(node_txt 1 "$name" | txt_p)" = "$want" ] && [ "$(node_txt 2 "$name" | txt_p)" = "$want" ]'
@@ -701,11 +772,14 @@ _node_phase_counts() {
 	echo "$(kmetric "$1" signet_dkim_domains 'phase="stable"') $(kmetric "$1" signet_dkim_domains 'phase="pending"') $(kmetric "$1" signet_dkim_domains 'phase="retiring"')"
 }
 
-# nodes_follow [SECONDS] - wait until both nodes' signet_dkim_domains by
-# phase equal the store's, then one more check interval (the nodes have
-# taken in the last change).
+# nodes_follow [SECONDS] - wait (default 30 s) until both nodes'
+# signet_dkim_domains by phase equal the store's, then one more check
+# interval.  This proves the nodes followed a change only when the change
+# moved a phase count: after one that does not (enable, disable, rotate
+# --now, a replacement following a switch the nodes may have missed) wait
+# with nodes_serve or nodes_sign_as as well.
 nodes_follow() {
-	local secs=${1:-15} want
+	local secs=${1:-30} want
 	kwait "$secs" "both nodes following the store's phases" \
 		'want=$(_phase_counts) && [ "$(_node_phase_counts 1)" = "$want" ] && [ "$(_node_phase_counts 2)" = "$want" ]'
 	sleep 1
@@ -774,7 +848,7 @@ node_reload() {
 	local n=$1 before
 	before=$(grep -c 'reloaded\|reload failed' "$T/node$n.log")
 	kill -HUP "${NODE_PID[$n]}" || fail "cannot signal node$n"
-	kwait 10 "node$n reloading" '[ "$(grep -c "reloaded\|reload failed" "$T/node$n.log")" -gt "$before" ]'
+	kwait 30 "node$n reloading" '[ "$(grep -c "reloaded\|reload failed" "$T/node$n.log")" -gt "$before" ]'
 	! tail -n 5 "$T/node$n.log" | grep -q 'reload failed' || fail "node$n: reload failed"
 }
 
