@@ -4,7 +4,9 @@
  * written in it, read afresh on every call so that a test moves the clock
  * of a running signet or signetctl by rewriting the file (a testing aid,
  * see README).  A missing or malformed file falls back to the real time
- * with one warning on stderr per process.
+ * with one warning on stderr per process.  Also the monotonic
+ * milliseconds and the sleep the key store, the key manager and the DNS
+ * checks time their waits with.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -79,4 +81,26 @@ relay_clock_now(void)
 	if (path != NULL && *path != '\0' && clock_read(path, &t) == 0)
 		return t;
 	return (int64_t)time(NULL);
+}
+
+int64_t
+relay_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+relay_sleep_ms(int64_t ms)
+{
+	struct timespec ts;
+
+	if (ms <= 0)
+		return;
+	ts.tv_sec = (time_t)(ms / 1000);
+	ts.tv_nsec = (long)(ms % 1000) * 1000000;
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
 }

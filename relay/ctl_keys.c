@@ -71,12 +71,6 @@ struct ctlk {
 	int64_t now;
 };
 
-/* A sorted list of names (tenants or domains). */
-struct ctlk_names {
-	char **v;
-	size_t n, cap;
-};
-
 /* ---- small helpers ------------------------------------------------------ */
 
 /* ctlk_where - the configuration's name for messages. */
@@ -146,44 +140,6 @@ ctlk_flush(int rc)
 		return CTL_EXIT_FAIL;
 	}
 	return rc;
-}
-
-/* ctlk_names_add - list_* callback: keep a copy of name. */
-static int
-ctlk_names_add(void *arg, const char *name)
-{
-	struct ctlk_names *l = arg;
-	char **nv;
-
-	if (l->n == l->cap) {
-		l->cap = l->cap ? l->cap * 2 : 16;
-		if ((nv = realloc(l->v, l->cap * sizeof(*nv))) == NULL)
-			return -ENOMEM;
-		l->v = nv;
-	}
-	if ((l->v[l->n] = strdup(name)) == NULL)
-		return -ENOMEM;
-	l->n++;
-	return 0;
-}
-
-/* ctlk_strcmp - qsort comparison of two names. */
-static int
-ctlk_strcmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* ctlk_names_free - free the names and the list; l is reusable. */
-static void
-ctlk_names_free(struct ctlk_names *l)
-{
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-	memset(l, 0, sizeof(*l));
 }
 
 /* ctlk_opt - is argv[*i] the option name (taking a value)?  Then *val is
@@ -362,25 +318,24 @@ ctlk_get(struct ctlk *c, const char *cmd, const char *domain, int with_keys,
 
 /* ctlk_list - every name from a list function, sorted: 0 or exit status. */
 static int
-ctlk_list(struct ctlk *c, int tenants, struct ctlk_names *l)
+ctlk_list(struct ctlk *c, int tenants, struct relay_names *l)
 {
 	char err[256] = "";
 	int rc;
 
 	memset(l, 0, sizeof(*l));
 	if (tenants)
-		rc = relay_keystore_list_tenants(c->ks, ctlk_names_add, l, err,
+		rc = relay_keystore_list_tenants(c->ks, relay_names_add, l, err,
 		    sizeof(err));
 	else
-		rc = relay_keystore_list_domains(c->ks, ctlk_names_add, l, err,
+		rc = relay_keystore_list_domains(c->ks, relay_names_add, l, err,
 		    sizeof(err));
 	if (rc != 0) {
-		ctlk_names_free(l);
+		relay_names_free(l);
 		return ctlk_store_err(tenants ? "tenants" : "domains", rc,
 		    rc == -ENOMEM ? "out of memory" : err);
 	}
-	if (l->n > 1)
-		qsort(l->v, l->n, sizeof(*l->v), ctlk_strcmp);
+	relay_names_sort(l);
 	return 0;
 }
 
@@ -393,7 +348,7 @@ static int
 ctlk_load_domains(struct ctlk *c, const char *tenant,
     struct dkim_mdomain **out, size_t *nout)
 {
-	struct ctlk_names l;
+	struct relay_names l;
 	struct dkim_mdomain *v = NULL;
 	char err[256];
 	size_t i, n = 0;
@@ -404,7 +359,7 @@ ctlk_load_domains(struct ctlk *c, const char *tenant,
 	if ((rc = ctlk_list(c, 0, &l)) != 0)
 		return rc;
 	if (l.n > 0 && (v = calloc(l.n, sizeof(*v))) == NULL) {
-		ctlk_names_free(&l);
+		relay_names_free(&l);
 		ctl_err("out of memory");
 		return CTL_EXIT_FAIL;
 	}
@@ -428,7 +383,7 @@ ctlk_load_domains(struct ctlk *c, const char *tenant,
 		}
 		n++;
 	}
-	ctlk_names_free(&l);
+	relay_names_free(&l);
 	*out = v;
 	*nout = n;
 	return 0;
@@ -436,7 +391,7 @@ fail:
 	while (n > 0)
 		dkim_mdomain_clear(&v[--n]);
 	free(v);
-	ctlk_names_free(&l);
+	relay_names_free(&l);
 	return rc;
 }
 
@@ -574,7 +529,7 @@ ctlk_create_tenant(struct ctlk *c, const char *name, const char *initial,
 {
 	struct relay_tenant t;
 	struct dkim_mdomain d;
-	struct ctlk_names l;
+	struct relay_names l;
 	char err[256] = "";
 	size_t i;
 	int rc;
@@ -586,7 +541,7 @@ ctlk_create_tenant(struct ctlk *c, const char *name, const char *initial,
 		if ((rc = ctlk_get_tenant(c, l.v[i], &t)) == 1)
 			continue;
 		if (rc != 0) {
-			ctlk_names_free(&l);
+			relay_names_free(&l);
 			return rc;
 		}
 		rc = strcmp(t.initial_domain, initial) == 0;
@@ -594,11 +549,11 @@ ctlk_create_tenant(struct ctlk *c, const char *name, const char *initial,
 		if (rc) {
 			ctl_err("tenant add: %s is already the initial domain "
 			    "of tenant %s", initial, l.v[i]);
-			ctlk_names_free(&l);
+			relay_names_free(&l);
 			return CTL_EXIT_FAIL;
 		}
 	}
-	ctlk_names_free(&l);
+	relay_names_free(&l);
 	dkim_mdomain_init(&d);
 	rc = relay_keystore_get_domain(c->ks, initial, 0, &d, err,
 	    sizeof(err));
@@ -802,7 +757,7 @@ ctl_tenant_list(int argc, char **argv)
 	static const char cmd[] = "tenant list";
 	struct relay_tenant *tv = NULL;
 	struct dkim_mdomain *dv = NULL;
-	struct ctlk_names l = { NULL, 0, 0 };
+	struct relay_names l = { NULL, 0, 0 };
 	struct ctlk c;
 	size_t i, k, n = 0, nd = 0, *count = NULL;
 	int json = 0, r, rc = CTL_EXIT_USAGE, wn = 4, wi = 14, wu = 5;
@@ -887,7 +842,7 @@ done:
 	free(tv);
 	free(count);
 	ctlk_free_domains(dv, nd);
-	ctlk_names_free(&l);
+	relay_names_free(&l);
 	ctlk_close(&c);
 	return rc;
 }
@@ -1492,18 +1447,11 @@ done:
 
 /* ---- dkim show ---------------------------------------------------------- */
 
-/* History lines, gathered by ctlk_hist_add. */
-static int
-ctlk_hist_add(void *arg, const char *line)
-{
-	return ctlk_names_add(arg, line);
-}
-
 /* ctlk_show_json - one domain as a JSON object (hist: NULL to leave
  * history out). */
 static void
 ctlk_show_json(struct ctlk *c, const struct dkim_mdomain *d,
-    const struct ctlk_names *hist)
+    const struct relay_names *hist)
 {
 	char why[512], dd[DKIM_DOMAIN_MAX], ss[DKIM_SELECTOR_BUFSIZE];
 	char host[DKIM_DOMAIN_MAX + 32], target[DKIM_DOMAIN_MAX + 8];
@@ -1585,7 +1533,7 @@ ctlk_show_json(struct ctlk *c, const struct dkim_mdomain *d,
 /* ctlk_show_text - one domain for people. */
 static void
 ctlk_show_text(struct ctlk *c, const struct dkim_mdomain *d,
-    const struct ctlk_names *hist)
+    const struct relay_names *hist)
 {
 	char why[512], gate[512], dd[DKIM_DOMAIN_MAX], ss[DKIM_SELECTOR_BUFSIZE];
 	char host[DKIM_DOMAIN_MAX + 32], target[DKIM_DOMAIN_MAX + 8];
@@ -1688,7 +1636,7 @@ ctl_dkim_show(int argc, char **argv)
 {
 	static const char cmd[] = "dkim show";
 	struct dkim_mdomain *dv = NULL, d;
-	struct ctlk_names hist = { NULL, 0, 0 };
+	struct relay_names hist = { NULL, 0, 0 };
 	struct ctlk c;
 	const char *arg = NULL;
 	char dom[DKIM_DOMAIN_MAX], err[256] = "";
@@ -1716,7 +1664,7 @@ ctl_dkim_show(int argc, char **argv)
 	if (arg != NULL) {
 		if ((rc = ctlk_get(&c, cmd, dom, 0, &d)) != 0)
 			goto done;
-		rc = relay_keystore_history(c.ks, dom, ctlk_hist_add, &hist,
+		rc = relay_keystore_history(c.ks, dom, relay_names_add, &hist,
 		    err, sizeof(err));
 		if (rc != 0 && rc != -ENOENT) {
 			dkim_mdomain_clear(&d);
@@ -1751,7 +1699,7 @@ ctl_dkim_show(int argc, char **argv)
 		}
 	rc = ctlk_flush(0);
 done:
-	ctlk_names_free(&hist);
+	relay_names_free(&hist);
 	ctlk_free_domains(dv, nd);
 	ctlk_close(&c);
 	return rc;
@@ -1791,7 +1739,7 @@ ctl_dns_zone(int argc, char **argv)
 	static const char cmd[] = "dns zone";
 	struct dkim_mdomain *dv = NULL;
 	struct relay_tenant t;
-	struct ctlk_names l = { NULL, 0, 0 };
+	struct relay_names l = { NULL, 0, 0 };
 	struct ctlk c;
 	const char *val, *tenant = NULL;
 	char origin[DKIM_DOMAIN_MAX + 16], name[DKIM_DOMAIN_MAX + 8], *txt;
@@ -1812,11 +1760,7 @@ ctl_dns_zone(int argc, char **argv)
 	if ((rc = ctlk_open(&c)) != 0)
 		goto done;
 	if (tenant != NULL) {
-		if ((rc = ctlk_names_add(&l, tenant)) != 0) {
-			ctl_err("out of memory");
-			rc = CTL_EXIT_FAIL;
-			goto done;
-		}
+		relay_names_add(&l, tenant);
 	} else if ((rc = ctlk_list(&c, 1, &l)) != 0)
 		goto done;
 	if ((rc = ctlk_load_domains(&c, NULL, &dv, &nd)) != 0)
@@ -1872,7 +1816,7 @@ ctl_dns_zone(int argc, char **argv)
 	rc = ctlk_flush(0);
 done:
 	ctlk_free_domains(dv, nd);
-	ctlk_names_free(&l);
+	relay_names_free(&l);
 	ctlk_close(&c);
 	return rc;
 }

@@ -158,16 +158,6 @@ dns_servers(const struct relay_strlist *resolvers,
 	return (int)n;
 }
 
-/* dns_now_ms - a monotonic clock in milliseconds. */
-static int64_t
-dns_now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * dns_run - drive channel until q is done or deadline (monotonic ms)
  * passes; then cancel what is left, which completes q (ECANCELLED).
@@ -182,7 +172,7 @@ dns_run(ares_channel ch, struct dns_query *q, int64_t deadline)
 	int bits, i, n, rc, ms;
 
 	while (!q->done) {
-		left = deadline - dns_now_ms();
+		left = deadline - relay_mono_ms();
 		if (left <= 0)
 			break;
 		bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
@@ -392,7 +382,7 @@ relay_dns_lookup(const struct relay_strlist *resolvers, const char *name,
 		    "%s", ares_strerror(rc));
 	}
 	ares_query(ch, qname, ns_c_in, qtype, dns_query_cb, &q);
-	dns_run(ch, &q, dns_now_ms() + timeout_ms);
+	dns_run(ch, &q, relay_mono_ms() + timeout_ms);
 	ares_destroy(ch);
 
 	r = 0;

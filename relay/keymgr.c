@@ -755,16 +755,6 @@ km_conf_new(const struct relay_config *cfg)
 	return c;
 }
 
-/* km_mono_ms - a monotonic clock in milliseconds. */
-static int64_t
-km_mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* km_bump_serial - a new SOA serial (under the write lock). */
 static void
 km_bump_serial(struct relay_keymgr *km)
@@ -808,47 +798,12 @@ km_store_down(struct relay_keystore *ks, int rc)
 
 /* ---- loading ------------------------------------------------------------- */
 
-struct km_names {
-	char **v;
-	size_t n, cap;
-};
-
-static int
-km_names_add(void *arg, const char *name)
-{
-	struct km_names *l = arg;
-
-	if (l->n == l->cap) {
-		l->cap = l->cap != 0 ? l->cap * 2 : 64;
-		l->v = relay_xrealloc(l->v, l->cap, sizeof(char *));
-	}
-	l->v[l->n++] = relay_xstrdup(name);
-	return 0;
-}
-
-static void
-km_names_free(struct km_names *l)
-{
-	size_t i;
-
-	for (i = 0; i < l->n; i++)
-		free(l->v[i]);
-	free(l->v);
-	memset(l, 0, sizeof(*l));
-}
-
-static int
-km_strcmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
 /* km_load_tenants - every tenant of the store.  0 or -errno with err. */
 static int
 km_load_tenants(struct relay_keystore *ks, struct km_tenants **out,
     char *err, size_t errlen)
 {
-	struct km_names names = { 0 };
+	struct relay_names names = { 0 };
 	struct km_tenants *tt;
 	struct km_tenant *tail = NULL;
 	struct relay_tenant t;
@@ -856,13 +811,12 @@ km_load_tenants(struct relay_keystore *ks, struct km_tenants **out,
 	int rc;
 
 	*out = NULL;
-	if ((rc = relay_keystore_list_tenants(ks, km_names_add, &names, err,
+	if ((rc = relay_keystore_list_tenants(ks, relay_names_add, &names, err,
 	    errlen)) < 0) {
-		km_names_free(&names);
+		relay_names_free(&names);
 		return rc;
 	}
-	if (names.n > 1)
-		qsort(names.v, names.n, sizeof(char *), km_strcmp);
+	relay_names_sort(&names);
 	tt = relay_xcalloc(1, sizeof(*tt));
 	for (i = 0; i < names.n; i++) {
 		memset(&t, 0, sizeof(t));
@@ -874,7 +828,7 @@ km_load_tenants(struct relay_keystore *ks, struct km_tenants **out,
 		if (rc != 0) {
 			relay_tenant_clear(&t);
 			if (km_store_down(ks, rc)) {
-				km_names_free(&names);
+				relay_names_free(&names);
 				km_tenants_free(tt);
 				return rc;
 			}
@@ -885,7 +839,7 @@ km_load_tenants(struct relay_keystore *ks, struct km_tenants **out,
 		km_tenants_add(tt, &t, &tail);
 		relay_tenant_clear(&t);
 	}
-	km_names_free(&names);
+	relay_names_free(&names);
 	*out = tt;
 	return 0;
 }
@@ -920,7 +874,7 @@ static int
 km_load_all(struct relay_keystore *ks, struct km_index **ixp,
     struct km_tenants **ttp, char *err, size_t errlen)
 {
-	struct km_names names = { 0 };
+	struct relay_names names = { 0 };
 	struct km_index *ix;
 	struct km_dom *e, *old;
 	size_t i;
@@ -930,7 +884,7 @@ km_load_all(struct relay_keystore *ks, struct km_index **ixp,
 	*ttp = NULL;
 	if ((rc = km_load_tenants(ks, ttp, err, errlen)) != 0)
 		return rc;
-	if ((rc = relay_keystore_list_domains(ks, km_names_add, &names, err,
+	if ((rc = relay_keystore_list_domains(ks, relay_names_add, &names, err,
 	    errlen)) < 0)
 		goto fail;
 	ix = relay_xcalloc(1, sizeof(*ix));
@@ -948,11 +902,11 @@ km_load_all(struct relay_keystore *ks, struct km_index **ixp,
 		}
 		km_index_add(ix, e);
 	}
-	km_names_free(&names);
+	relay_names_free(&names);
 	*ixp = ix;
 	return 0;
 fail:
-	km_names_free(&names);
+	relay_names_free(&names);
 	km_tenants_free(*ttp);
 	*ttp = NULL;
 	return rc;
@@ -1746,18 +1700,18 @@ km_tick(struct relay_keymgr *km, const struct km_conf *c)
 		relay_metrics_dkim_gate_holds(holds);
 	if (ntodo > 1)
 		qsort(todo, ntodo, sizeof(*todo), km_todo_cmp);
-	t0 = last = km_mono_ms();
+	t0 = last = relay_mono_ms();
 	for (i = 0; i < ntodo && !atomic_load(&km->stop); i++) {
 		if (!atomic_load(&km->store_up))
 			break;          /* no transitions while it is away */
 		/* a long tick (slow DNS) still follows other nodes' changes */
-		if (km_mono_ms() - last >= KM_WATCH_MS) {
+		if (relay_mono_ms() - last >= KM_WATCH_MS) {
 			km_follow(km);
-			last = km_mono_ms();
+			last = relay_mono_ms();
 		}
 		t = &todo[i];
 		if (t->dns != 0 && (budget-- <= 0 ||
-		    km_mono_ms() - t0 >= KM_DNS_BUDGET_MS))
+		    relay_mono_ms() - t0 >= KM_DNS_BUDGET_MS))
 			t->dns = 0;
 		if (t->step == DKIM_STEP_NONE && t->dns == 0)
 			continue;
@@ -1767,19 +1721,6 @@ km_tick(struct relay_keymgr *km, const struct km_conf *c)
 	free(todo);
 	km_gauges(km, now);
 	atomic_fetch_add(&km->ticks, 1);
-}
-
-/* km_sleep_ms - nanosleep that many milliseconds. */
-static void
-km_sleep_ms(int64_t ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = ms / 1000;
-	ts.tv_nsec = (ms % 1000) * 1000000;
-	nanosleep(&ts, NULL);
 }
 
 /*
@@ -1853,14 +1794,14 @@ km_warm_list(struct relay_keymgr *km)
 static void
 km_warm_step(struct relay_keymgr *km)
 {
-	int64_t end = km_mono_ms() + KM_WARM_SLICE_MS;
+	int64_t end = relay_mono_ms() + KM_WARM_SLICE_MS;
 	struct km_warm_item *it;
 
 	if (km->warm == NULL) {
 		km->warm = km_warm_list(km);
 		km->warm_pending = 0;
 	}
-	while (km->warm->i < km->warm->n && km_mono_ms() < end &&
+	while (km->warm->i < km->warm->n && relay_mono_ms() < end &&
 	    km_cache_count(&km->cache) < km->cache.cap) {
 		it = &km->warm->v[km->warm->i++];
 		km_prefetch(km, it->domain, it->slot, it->gen, it->pkh);
@@ -1877,7 +1818,7 @@ km_thread(void *arg)
 {
 	struct relay_keymgr *km = arg;
 	const struct km_conf *c;
-	int64_t next_tick = km_mono_ms(), wait, t0;
+	int64_t next_tick = relay_mono_ms(), wait, t0;
 	char err[256];
 	int rc;
 
@@ -1885,12 +1826,12 @@ km_thread(void *arg)
 		pthread_rwlock_rdlock(&km->lock);
 		c = km->conf;
 		pthread_rwlock_unlock(&km->lock);
-		wait = next_tick - km_mono_ms();
+		wait = next_tick - relay_mono_ms();
 		if (wait > KM_WATCH_MS)
 			wait = KM_WATCH_MS;
 		if (wait < 0 || km->warm != NULL || km->warm_pending)
 			wait = 0;               /* warming up: just a look */
-		t0 = km_mono_ms();
+		t0 = relay_mono_ms();
 		rc = relay_keystore_watch(km->ks, (unsigned)wait, km_watch_cb,
 		    km);
 		if (rc < 0) {
@@ -1898,7 +1839,7 @@ km_thread(void *arg)
 			if (relay_keystore_ping(km->ks, err, sizeof(err)) != 0)
 				km_store_state(km, 0, err);
 			km->reload_all = 1;
-			km_sleep_ms(wait - (km_mono_ms() - t0));
+			relay_sleep_ms(wait - (relay_mono_ms() - t0));
 		} else if (!atomic_load(&km->store_up)) {
 			if (relay_keystore_ping(km->ks, err, sizeof(err)) == 0) {
 				km_store_state(km, 1, "");
@@ -1924,14 +1865,14 @@ km_thread(void *arg)
 			}
 			km_warm_step(km);
 		}
-		if (km_mono_ms() < next_tick)
+		if (relay_mono_ms() < next_tick)
 			continue;
 		if (atomic_load(&km->store_up)) {
 			if (relay_keystore_ping(km->ks, err, sizeof(err)) != 0)
 				km_store_state(km, 0, err);
 		}
 		km_tick(km, c);
-		next_tick = km_mono_ms() + (int64_t)c->check_interval * 1000;
+		next_tick = relay_mono_ms() + (int64_t)c->check_interval * 1000;
 	}
 	return NULL;
 }

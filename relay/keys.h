@@ -38,6 +38,11 @@
  * warning on stderr.  Thread-safe.
  */
 int64_t relay_clock_now(void);
+/* relay_mono_ms - CLOCK_MONOTONIC in milliseconds (timeouts, ticks). */
+int64_t relay_mono_ms(void);
+/* relay_sleep_ms - sleep ms milliseconds (<= 0: not at all); an
+ * interrupted sleep goes on with the rest. */
+void relay_sleep_ms(int64_t ms);
 
 /* ---- keystore.c --------------------------------------------------------- */
 
@@ -107,6 +112,20 @@ int relay_keystore_get_key(struct relay_keystore *ks, const char *domain,
 int relay_keystore_history(struct relay_keystore *ks, const char *domain,
     int (*cb)(void *arg, const char *line), void *arg, char *err,
     size_t errlen);
+/*
+ * A growing list of names: relay_names_add is the callback the list and
+ * history functions below take (it keeps a copy; out of memory aborts, as
+ * with the relay_x* allocators, so it always returns 0).  Start from a
+ * zeroed struct; relay_names_free leaves it zeroed again.
+ */
+struct relay_names {
+	char **v;
+	size_t n, cap;
+};
+int relay_names_add(void *arg, const char *name);
+void relay_names_sort(struct relay_names *l);
+void relay_names_free(struct relay_names *l);
+
 /* relay_keystore_list_domains - cb(arg, domain) for each, in no order;
  * stops at a nonzero cb result and returns it. */
 int relay_keystore_list_domains(struct relay_keystore *ks,

@@ -208,30 +208,6 @@ now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* mono_ms - monotonic milliseconds (timeouts). */
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* sleep_ms - sleep ms milliseconds (EINTR restarts with the rest). */
-static void
-sleep_ms(int64_t ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = (time_t)(ms / 1000);
-	ts.tv_nsec = (long)(ms % 1000) * 1000000;
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
 /* history_line - "<unix time> <node> <event>" with CR/LF made blanks;
  * malloc'd, NULL on OOM. */
 static char *
@@ -1317,7 +1293,7 @@ fs_watch(struct relay_keystore *ks, unsigned timeout_ms,
 {
 	struct ks_snap *nd = NULL, *nt = NULL;
 	const char *ch[KS_WATCH_MAX];
-	int64_t deadline = mono_ms() + timeout_ms, left;
+	int64_t deadline = relay_mono_ms() + timeout_ms, left;
 	uint64_t serial;
 	size_t n, i;
 	int r;
@@ -1327,7 +1303,7 @@ fs_watch(struct relay_keystore *ks, unsigned timeout_ms,
 		    (r = snap_take(ks, "domains", &nd)) != 0 ||
 		    (r = snap_take(ks, "tenants", &nt)) != 0) {
 			snap_free(nd);
-			sleep_ms(timeout_ms);
+			relay_sleep_ms(timeout_ms);
 			return r;
 		}
 		ks->w_serial = serial;
@@ -1339,14 +1315,14 @@ fs_watch(struct relay_keystore *ks, unsigned timeout_ms,
 	}
 	for (;;) {
 		if ((r = fs_serial(ks, &serial)) != 0) {
-			sleep_ms(deadline - mono_ms());
+			relay_sleep_ms(deadline - relay_mono_ms());
 			return r;
 		}
 		if (serial != ks->w_serial)
 			break;
-		if ((left = deadline - mono_ms()) <= 0)
+		if ((left = deadline - relay_mono_ms()) <= 0)
 			return 0;
-		sleep_ms(left < 150 ? left : 150);
+		relay_sleep_ms(left < 150 ? left : 150);
 	}
 	/* serial first, then the scans: nothing written after is missed */
 	ks->w_serial = serial;
@@ -1976,4 +1952,44 @@ relay_keystore_watch(struct relay_keystore *ks, unsigned timeout_ms,
 	if (ks->redis)
 		return ksr_watch(ks, timeout_ms, cb, arg);
 	return fs_watch(ks, timeout_ms, cb, arg);
+}
+
+/* ---- lists of names ------------------------------------------------------ */
+
+int
+relay_names_add(void *arg, const char *name)
+{
+	struct relay_names *l = arg;
+
+	if (l->n == l->cap) {
+		l->cap = l->cap != 0 ? l->cap * 2 : 64;
+		l->v = relay_xrealloc(l->v, l->cap, sizeof(char *));
+	}
+	l->v[l->n++] = relay_xstrdup(name);
+	return 0;
+}
+
+/* names_cmp - qsort comparison of two names. */
+static int
+names_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+void
+relay_names_sort(struct relay_names *l)
+{
+	if (l->n > 1)
+		qsort(l->v, l->n, sizeof(char *), names_cmp);
+}
+
+void
+relay_names_free(struct relay_names *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
 }

@@ -93,30 +93,6 @@ static const char unlock_script[] =
 	"end\n"
 	"return 0\n";
 
-/* mono_ms - monotonic milliseconds. */
-static int64_t
-mono_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* sleep_ms - sleep ms milliseconds. */
-static void
-sleep_ms(int64_t ms)
-{
-	struct timespec ts;
-
-	if (ms <= 0)
-		return;
-	ts.tv_sec = (time_t)(ms / 1000);
-	ts.tv_nsec = (long)(ms % 1000) * 1000000;
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
 /* ctx_errno - a -errno for the error recorded in c. */
 static int
 ctx_errno(const redisContext *c)
@@ -639,7 +615,7 @@ int
 ksr_watch(struct relay_keystore *ks, unsigned timeout_ms,
     void (*cb)(void *arg, const char *domain), void *arg)
 {
-	int64_t deadline = mono_ms() + timeout_ms, left;
+	int64_t deadline = relay_mono_ms() + timeout_ms, left;
 	struct pollfd pfd;
 	redisReply *rep;
 	char err[256];
@@ -647,7 +623,7 @@ ksr_watch(struct relay_keystore *ks, unsigned timeout_ms,
 
 	if (ks->sub == NULL) {
 		if ((r = ksr_connect(ks, &ks->sub, err, sizeof(err))) != 0) {
-			sleep_ms(deadline - mono_ms());
+			relay_sleep_ms(deadline - relay_mono_ms());
 			return r;
 		}
 		rep = redisCommand(ks->sub, "SUBSCRIBE %s", CHANNEL);
@@ -656,7 +632,7 @@ ksr_watch(struct relay_keystore *ks, unsigned timeout_ms,
 			if (rep != NULL)
 				freeReplyObject(rep);
 			sub_drop(ks);
-			sleep_ms(deadline - mono_ms());
+			relay_sleep_ms(deadline - relay_mono_ms());
 			return r;
 		}
 		freeReplyObject(rep);
@@ -680,7 +656,7 @@ ksr_watch(struct relay_keystore *ks, unsigned timeout_ms,
 		}
 		if (got > 0)
 			return 0;
-		if ((left = deadline - mono_ms()) <= 0)
+		if ((left = deadline - relay_mono_ms()) <= 0)
 			return 0;
 		pfd.fd = ks->sub->fd;
 		pfd.events = POLLIN;
