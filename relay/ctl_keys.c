@@ -167,6 +167,26 @@ ctlk_opt(const char *cmd, int argc, char **argv, int *i, const char *name,
 	return 1;
 }
 
+/*
+ * ctlk_positional - s is no option cmd knows: the command's one
+ * positional argument (into *arg, the first time) or an error, reported.
+ * 0 or -1.
+ */
+static int
+ctlk_positional(const char *cmd, const char *s, const char **arg)
+{
+	if (s[0] == '-') {
+		ctl_err("%s: unknown option %s", cmd, s);
+		return -1;
+	}
+	if (*arg != NULL) {
+		ctl_err("%s: unexpected argument %s", cmd, s);
+		return -1;
+	}
+	*arg = s;
+	return 0;
+}
+
 /* ctlk_bits - a --key-size value: 0 and *bits, or -1 (reported). */
 static int
 ctlk_bits(const char *cmd, const char *s, int *bits)
@@ -872,15 +892,8 @@ ctl_domain_add(int argc, char **argv)
 		    &val)) != 0) {
 			if (r < 0 || ctlk_bits(cmd, val, &bits) != 0)
 				return CTL_EXIT_USAGE;
-		} else if (argv[i][0] == '-') {
-			ctl_err("%s: unknown option %s", cmd, argv[i]);
+		} else if (ctlk_positional(cmd, argv[i], &arg) != 0)
 			return CTL_EXIT_USAGE;
-		} else if (arg == NULL)
-			arg = argv[i];
-		else {
-			ctl_err("%s: unexpected argument %s", cmd, argv[i]);
-			return CTL_EXIT_USAGE;
-		}
 	}
 	if (arg == NULL) {
 		ctl_err("%s: usage: signetctl domain add DOMAIN [--tenant NAME] "
@@ -1352,15 +1365,8 @@ ctl_dkim_rotate(int argc, char **argv)
 				return CTL_EXIT_USAGE;
 		} else if (strcmp(argv[i], "--now") == 0)
 			now = 1;
-		else if (argv[i][0] == '-') {
-			ctl_err("%s: unknown option %s", cmd, argv[i]);
+		else if (ctlk_positional(cmd, argv[i], &arg) != 0)
 			return CTL_EXIT_USAGE;
-		} else if (arg == NULL)
-			arg = argv[i];
-		else {
-			ctl_err("%s: unexpected argument %s", cmd, argv[i]);
-			return CTL_EXIT_USAGE;
-		}
 	}
 	if (arg == NULL) {
 		ctl_err("%s: usage: signetctl dkim rotate DOMAIN [--now] "
@@ -1647,15 +1653,8 @@ ctl_dkim_show(int argc, char **argv)
 	for (k = 1; k < argc; k++) {
 		if (strcmp(argv[k], "--json") == 0)
 			json = 1;
-		else if (argv[k][0] == '-') {
-			ctl_err("%s: unknown option %s", cmd, argv[k]);
+		else if (ctlk_positional(cmd, argv[k], &arg) != 0)
 			return CTL_EXIT_USAGE;
-		} else if (arg == NULL)
-			arg = argv[k];
-		else {
-			ctl_err("%s: unexpected argument %s", cmd, argv[k]);
-			return CTL_EXIT_USAGE;
-		}
 	}
 	if (arg != NULL && ctlk_domain_arg(cmd, arg, dom, sizeof(dom)) != 0)
 		return CTL_EXIT_USAGE;
