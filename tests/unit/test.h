@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 
 struct test_case {
 	const char *name;
@@ -76,5 +77,18 @@ void t_memeq_fail(const char *file, int line, const char *what,
 
 /* test_srcdir - the source tree root (for tests/vectors). */
 const char *test_srcdir(void);
+
+/* ---- servers.c: real servers for the tests that need them ------------- */
+
+/* test_free_port - a TCP port on 127.0.0.1 nobody listens on now. */
+int test_free_port(void);
+/*
+ * test_redis_start - a redis-server on 127.0.0.1:port, its data in dir,
+ * saved only when asked (SAVE), output to /dev/null, killed when the test
+ * process ends; extra: one more setting to turn on ("--enable-debug-command")
+ * or NULL.  Waits (10 s at most) until it answers PING, else T_FAIL.
+ * Returns its pid.
+ */
+pid_t test_redis_start(int port, const char *dir, const char *extra);
 
 #endif

@@ -1089,38 +1089,6 @@ TEST(relay_keymgr_bad_store)
 
 /* ---- the store going away (a real redis-server) -------------------------- */
 
-/* redis_start - redis-server on port, its data in dir; the pid. */
-static pid_t
-redis_start(int port, const char *dir)
-{
-	char portbuf[16];
-	pid_t pid;
-	int i;
-
-	snprintf(portbuf, sizeof(portbuf), "%d", port);
-	if ((pid = fork()) < 0)
-		T_FAIL("fork: %s", strerror(errno));
-	if (pid == 0) {
-		if (freopen("/dev/null", "w", stdout) == NULL)
-			_exit(127);
-		execlp("redis-server", "redis-server", "--port", portbuf,
-		    "--bind", "127.0.0.1", "--dir", dir, "--save", "",
-		    "--appendonly", "no", (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 500; i++) {
-		char cmd[128];
-
-		snprintf(cmd, sizeof(cmd), "redis-cli -p %d PING >/dev/null "
-		    "2>&1", port);
-		if (system(cmd) == 0)
-			return pid;
-		sleep_ms(10);
-	}
-	T_FAIL("redis-server on port %d did not start", port);
-	return -1;
-}
-
 static void
 redis_stop(pid_t pid, int port)
 {
@@ -1156,7 +1124,7 @@ TEST(relay_keymgr_store_away)
 	struct relay_keymgr *km;
 	struct hist h;
 	char extra[512], path[128], url[64], err[256];
-	int port = 20000 + (int)(getpid() % 20000);
+	int port = test_free_port();
 	pid_t rp;
 
 	if (system("command -v redis-server >/dev/null") != 0)
@@ -1170,7 +1138,7 @@ TEST(relay_keymgr_store_away)
 	snprintf(extra, sizeof(extra), "keystore = %s\n"
 	    "keystore_secret_file = %s\ndkim_publish_lead = 1h\n", url, path);
 	load_conf(&cfg, extra);
-	rp = redis_start(port, km_dir);
+	rp = test_redis_start(port, km_dir, NULL);
 	km = start_km(&cfg);
 	if (relay_keystore_open(url, path, "test", &ks, err, sizeof(err)) != 0)
 		T_FAIL("open %s: %s", url, err);
@@ -1194,7 +1162,7 @@ TEST(relay_keymgr_store_away)
 	}
 
 	/* back: the due switch happens, once */
-	rp = redis_start(port, km_dir);
+	rp = test_redis_start(port, km_dir, NULL);
 	wait_up(km, 1);
 	wait_event(ks, "away.example", "switch selector1->selector2 gen 1");
 	wait_identity(km, "away.example", "away.example", "selector2");

@@ -273,74 +273,21 @@ kr_redis_kill(void)
 	}
 }
 
-/* kr_free_port - a TCP port on 127.0.0.1 nobody listens on now. */
-static int
-kr_free_port(void)
-{
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd, port;
-
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	T_OK(bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
-	T_OK(getsockname(fd, (struct sockaddr *)&sin, &len));
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
-
 /* kr_redis_start - redis-server (DEBUG allowed) on a new port; a plain
  * connection to it in *out. */
 static int
 kr_redis_start(redisContext **out)
 {
-	struct timeval tv = { 0, 200000 };
-	char port[16];
-	redisContext *c;
-	redisReply *rep;
-	int p = kr_free_port(), i;
+	struct timeval tv = { 1, 0 };
+	int p = test_free_port();
 
-	snprintf(port, sizeof(port), "%d", p);
 	atexit(kr_redis_kill);
-	if ((kr_redis_pid = fork()) == 0) {
-		int fd = open("/dev/null", O_RDWR);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execlp("redis-server", "redis-server", "--port", port,
-		    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		    "--daemonize", "no", "--dir", kr_dir,
-		    "--enable-debug-command", "yes", (char *)NULL);
-		_exit(127);
-	}
-	T_TRUE(kr_redis_pid > 0);
-	for (i = 0; i < 200; i++) {
-		c = redisConnectWithTimeout("127.0.0.1", p, tv);
-		if (c != NULL && c->err == 0 &&
-		    (rep = redisCommand(c, "PING")) != NULL) {
-			int ok = rep->type == REDIS_REPLY_STATUS;
-
-			freeReplyObject(rep);
-			if (ok) {
-				*out = c;
-				return p;
-			}
-		}
-		if (c != NULL)
-			redisFree(c);
-		if (waitpid(kr_redis_pid, NULL, WNOHANG) == kr_redis_pid) {
-			kr_redis_pid = 0;
-			T_FAIL("redis-server exited (is it installed?)");
-		}
-		kr_sleep_ms(50);
-	}
-	T_FAIL("redis-server on port %d did not answer", p);
-	return 0;
+	kr_redis_pid = test_redis_start(p, kr_dir, "--enable-debug-command");
+	*out = redisConnectWithTimeout("127.0.0.1", p, tv);
+	if (*out == NULL || (*out)->err)
+		T_FAIL("connect 127.0.0.1:%d: %s", p,
+		    *out != NULL ? (*out)->errstr : "oom");
+	return p;
 }
 
 TEST(relay_keys_regress_redis_timeout_no_resend)

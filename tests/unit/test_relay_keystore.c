@@ -979,25 +979,6 @@ redis_kill(void)
 	}
 }
 
-/* free_port - a TCP port on 127.0.0.1 nobody listens on now. */
-static int
-free_port(void)
-{
-	struct sockaddr_in sin;
-	socklen_t len = sizeof(sin);
-	int fd, port;
-
-	fd = socket(AF_INET, SOCK_STREAM, 0);
-	memset(&sin, 0, sizeof(sin));
-	sin.sin_family = AF_INET;
-	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	T_OK(bind(fd, (struct sockaddr *)&sin, sizeof(sin)));
-	T_OK(getsockname(fd, (struct sockaddr *)&sin, &len));
-	port = ntohs(sin.sin_port);
-	close(fd);
-	return port;
-}
-
 /* raw - a plain hiredis connection to the test server. */
 static redisContext *
 raw(void)
@@ -1017,54 +998,13 @@ raw(void)
 static void
 redis_start(void)
 {
-	struct timeval tv = { 0, 200000 };
-	char port[16];
-	redisContext *c;
-	redisReply *rep;
-	int64_t t0;
-
 	if (redis_port == 0) {
-		redis_port = free_port();
+		redis_port = test_free_port();
 		atexit(redis_kill);
 	}
 	if (redis_dir[0] == '\0')
 		snprintf(redis_dir, sizeof(redis_dir), "%s", mktmp(1, "ksr"));
-	snprintf(port, sizeof(port), "%d", redis_port);
-	if ((redis_pid = fork()) == 0) {
-		int fd = open("/dev/null", O_RDWR);
-
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fd, 0);
-		dup2(fd, 1);
-		dup2(fd, 2);
-		execlp("redis-server", "redis-server", "--port", port,
-		    "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		    "--daemonize", "no", "--dir", redis_dir, (char *)NULL);
-		_exit(127);
-	}
-	T_TRUE(redis_pid > 0);
-	t0 = mono_ms();
-	for (;;) {
-		c = redisConnectWithTimeout("127.0.0.1", redis_port, tv);
-		if (c != NULL && c->err == 0 &&
-		    (rep = redisCommand(c, "PING")) != NULL) {
-			int ok = rep->type == REDIS_REPLY_STATUS;
-
-			freeReplyObject(rep);
-			redisFree(c);
-			if (ok)
-				return;
-		} else if (c != NULL)
-			redisFree(c);
-		if (waitpid(redis_pid, NULL, WNOHANG) == redis_pid) {
-			redis_pid = 0;
-			T_FAIL("redis-server exited (is it installed?)");
-		}
-		if (mono_ms() - t0 > 10000)
-			T_FAIL("redis-server on port %d did not answer",
-			    redis_port);
-		msleep(50);
-	}
+	redis_pid = test_redis_start(redis_port, redis_dir, NULL);
 }
 
 static char secret_path[128], url_buf[64];
