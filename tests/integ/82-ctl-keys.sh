@@ -61,7 +61,7 @@ port_free() {
 # nsd_up NAME:FILE... - (re)start nsd on DNS_PORT serving these zones; wait
 # (30 s) until it answers for each.
 nsd_up() {
-	local z name file i=0
+	local z name file names i=0
 	dns_stop
 	# the old nsd's processes may hold the port a little longer
 	while ! port_free "$DNS_PORT"; do
@@ -71,36 +71,18 @@ nsd_up() {
 	done
 	i=0
 	mkdir -p "$DNS_RUN"
-	cat >"$DNS_RUN/nsd.conf" <<EOF
-server:
-	ip-address: 127.0.0.1@$DNS_PORT
-	username: ""
-	chroot: ""
-	zonesdir: "$DNS_RUN"
-	database: ""
-	pidfile: "$DNS_RUN/nsd.pid"
-	xfrdfile: "$DNS_RUN/xfrd.state"
-	zonelistfile: "$DNS_RUN/zone.list"
-	xfrdir: "$DNS_RUN"
-	logfile: "$DNS_RUN/nsd.log"
-	server-count: 1
-	verbosity: 1
-	hide-version: yes
-	reuseport: no
-remote-control:
-	control-enable: no
-EOF
+	names=""
 	for z in "$@"; do
 		name=${z%%:*}
 		file=${z#*:}
 		cp "$file" "$DNS_RUN/$name.zone" || fail "copy $file"
 		/usr/sbin/nsd-checkzone "$name" "$DNS_RUN/$name.zone" >"$T/nsd.err" 2>&1 ||
 			{ cat "$T/nsd.err" "$file" >&2; fail "nsd-checkzone rejects zone $name"; }
-		printf 'zone:\n\tname: "%s"\n\tzonefile: "%s.zone"\n' "$name" "$name" \
-			>>"$DNS_RUN/nsd.conf"
+		names="$names $name"
 	done
-	/usr/sbin/nsd-checkconf "$DNS_RUN/nsd.conf" >"$T/nsd.err" 2>&1 ||
-		{ cat "$T/nsd.err" >&2; fail "nsd-checkconf rejects nsd.conf"; }
+	NSD_ADDRS="127.0.0.1@$DNS_PORT"
+	# shellcheck disable=SC2086 # names: one word per zone
+	nsd_conf "$DNS_RUN" $names
 	: >"$DNS_RUN/nsd.log"
 	"$NSD" -d -c "$DNS_RUN/nsd.conf" >>"$DNS_RUN/nsd.log" 2>&1 &
 	DNS_PID=$!

@@ -90,11 +90,14 @@ else
 	trap '_dns_exit $?' EXIT
 fi
 
-# dns_free_port - a port free on 127.0.0.1 for both UDP and TCP.
+# dns_free_port [N] - N (default 1) distinct ports free on 127.0.0.1 for
+# both UDP and TCP, blank-separated.
 dns_free_port() {
-	"$PY" - <<'EOF'
-import socket
-for _ in range(50):
+	"$PY" - "${1:-1}" <<'EOF'
+import socket, sys
+want = int(sys.argv[1])
+held, out = [], []
+while len(out) < want:
     t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     t.bind(("127.0.0.1", 0))
     port = t.getsockname()[1]
@@ -104,15 +107,53 @@ for _ in range(50):
     except OSError:
         t.close()
         continue
-    print(port)
-    break
+    held += [t, u]
+    out.append(port)
+print(" ".join(map(str, out)))
 EOF
+}
+
+# nsd_conf DIR ZONE... - write DIR/nsd.conf for a private nsd that keeps
+# its state in DIR and listens on $NSD_ADDRS (blank-separated ip@port),
+# remote control off, serving each ZONE from DIR/ZONE.zone; then check it.
+nsd_conf() {
+	local d=$1 a z
+	shift
+	{
+		echo "# written by lib_dns.sh for $SCENARIO"
+		echo "server:"
+		for a in $NSD_ADDRS; do
+			printf '\tip-address: %s\n' "$a"
+		done
+		cat <<EOF
+	username: ""
+	chroot: ""
+	zonesdir: "$d"
+	database: ""
+	pidfile: "$d/nsd.pid"
+	xfrdfile: "$d/xfrd.state"
+	zonelistfile: "$d/zone.list"
+	xfrdir: "$d"
+	logfile: "$d/nsd.log"
+	server-count: 1
+	verbosity: 1
+	hide-version: yes
+	reuseport: no
+remote-control:
+	control-enable: no
+EOF
+		for z; do
+			printf 'zone:\n\tname: "%s"\n\tzonefile: "%s.zone"\n' "$z" "$z"
+		done
+	} >"$d/nsd.conf"
+	/usr/sbin/nsd-checkconf "$d/nsd.conf" >"$T/err" 2>&1 ||
+		{ cat "$T/err" >&2; fail "nsd-checkconf rejects the generated nsd.conf"; }
 }
 
 # dns_start [ZONEFILE] - start nsd serving DNS_ZONE from ZONEFILE (default
 # dns/signet.test.zone) and wait until it has loaded the zone.
 dns_start() {
-	local zone=${1:-$DNSDIR/$DNS_ZONE.zone} i=0 six=""
+	local zone=${1:-$DNSDIR/$DNS_ZONE.zone} i=0
 	need "$PY"
 	[ -r "$zone" ] || fail "no zone file $zone"
 	mkdir -p "$DNS_RUN"
@@ -121,36 +162,12 @@ dns_start() {
 		DNS_PORT=$(dns_free_port)
 		[ -n "$DNS_PORT" ] || fail "cannot pick a port for nsd"
 	fi
+	NSD_ADDRS="127.0.0.1@$DNS_PORT"
 	if ip -6 addr show dev lo 2>/dev/null | grep -q 'inet6 ::1/'; then
 		DNS_HAVE6=1
-		six="	ip-address: ::1@$DNS_PORT"
+		NSD_ADDRS="$NSD_ADDRS ::1@$DNS_PORT"
 	fi
-	cat >"$DNS_RUN/nsd.conf" <<EOF
-# written by lib_dns.sh for $SCENARIO
-server:
-	ip-address: 127.0.0.1@$DNS_PORT
-$six
-	username: ""
-	chroot: ""
-	zonesdir: "$DNS_RUN"
-	database: ""
-	pidfile: "$DNS_RUN/nsd.pid"
-	xfrdfile: "$DNS_RUN/xfrd.state"
-	zonelistfile: "$DNS_RUN/zone.list"
-	xfrdir: "$DNS_RUN"
-	logfile: "$DNS_RUN/nsd.log"
-	server-count: 1
-	verbosity: 1
-	hide-version: yes
-	reuseport: no
-remote-control:
-	control-enable: no
-zone:
-	name: "$DNS_ZONE"
-	zonefile: "$DNS_ZONE.zone"
-EOF
-	/usr/sbin/nsd-checkconf "$DNS_RUN/nsd.conf" >"$T/err" 2>&1 ||
-		{ cat "$T/err" >&2; fail "nsd-checkconf rejects the generated nsd.conf"; }
+	nsd_conf "$DNS_RUN" "$DNS_ZONE"
 	/usr/sbin/nsd-checkzone "$DNS_ZONE" "$DNS_RUN/$DNS_ZONE.zone" >"$T/err" 2>&1 ||
 		{ cat "$T/err" >&2; fail "nsd-checkzone rejects $zone"; }
 	: >"$DNS_RUN/nsd.log"

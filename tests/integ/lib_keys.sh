@@ -116,28 +116,6 @@ _keys_thaw() {
 trap '_keys_rc=$?; _keys_thaw; _smtp_exit $_keys_rc' EXIT
 
 # --- ports and addresses ----------------------------------------------------------
-# keys_free_ports N - N distinct ports free on 127.0.0.1 for TCP and UDP.
-keys_free_ports() {
-	"$PY" - "$1" <<'EOF'
-import socket, sys
-want = int(sys.argv[1])
-held, out = [], []
-while len(out) < want:
-    t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    t.bind(("127.0.0.1", 0))
-    port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        t.close()
-        continue
-    held += [t, u]
-    out.append(port)
-print(" ".join(map(str, out)))
-EOF
-}
-
 # keys_can_bind53 ADDR... - 0 if UDP and TCP port 53 can be bound on each.
 keys_can_bind53() {
 	"$PY" - "$@" <<'EOF' 2>/dev/null
@@ -156,7 +134,7 @@ keys_setup() {
 	local p net
 	need "$PY"
 	mkdir -p "$T/spool1" "$T/spool2" "$T/redis" "$T/knsd" "$T/unbound"
-	p=$(keys_free_ports 10) || fail "cannot pick ports"
+	p=$(dns_free_port 10) || fail "cannot pick ports"
 	set -- $p
 	NODE_PORT[1]=$1 NODE_ADMIN[1]=$2 NODE_PORT[2]=$3 NODE_ADMIN[2]=$4
 	SINK_PORT=$5 REDIS_PORT=$6 NSD_PORT=$7 UB_PORT=$8
@@ -284,34 +262,8 @@ knsd_serial() {
 knsd_start() {
 	local d=$T/knsd i=0
 	_knsd_zones
-	cat >"$d/nsd.conf" <<EOF
-# written by lib_keys.sh for $SCENARIO
-server:
-	ip-address: 127.0.0.1@$NSD_PORT
-	username: ""
-	chroot: ""
-	zonesdir: "$d"
-	database: ""
-	pidfile: "$d/nsd.pid"
-	xfrdfile: "$d/xfrd.state"
-	zonelistfile: "$d/zone.list"
-	xfrdir: "$d"
-	logfile: "$d/nsd.log"
-	server-count: 1
-	verbosity: 1
-	hide-version: yes
-	reuseport: no
-remote-control:
-	control-enable: no
-zone:
-	name: "$CUST"
-	zonefile: "$CUST.zone"
-zone:
-	name: "$OPZONE"
-	zonefile: "$OPZONE.zone"
-EOF
-	/usr/sbin/nsd-checkconf "$d/nsd.conf" >"$T/err" 2>&1 ||
-		{ cat "$T/err" >&2; fail "nsd-checkconf rejects the generated nsd.conf"; }
+	NSD_ADDRS="127.0.0.1@$NSD_PORT"
+	nsd_conf "$d" "$CUST" "$OPZONE"
 	/usr/sbin/nsd -d -c "$d/nsd.conf" >>"$d/nsd.log" 2>&1 &
 	KNSD_PID=$!
 	smtp_track "$KNSD_PID"
