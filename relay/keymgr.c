@@ -1510,9 +1510,6 @@ km_transact(struct relay_keymgr *km, const struct km_conf *c,
 		st = dkim_rotation_plan(&d, p, now, NULL, why, sizeof(why));
 		if (st == DKIM_STEP_NONE)
 			break;
-		if (st == DKIM_STEP_HOLD && d.phase == DKIM_PHASE_PENDING &&
-		    strcmp(d.held_why, why) == 0)
-			break;          /* held already, for the same reason */
 		if (st == DKIM_STEP_REPLACE && newkey == NULL)
 			break;          /* the next tick brings a key */
 		a = d.active;
@@ -1673,10 +1670,6 @@ km_tick(struct relay_keymgr *km, const struct km_conf *c)
 			if (st == DKIM_STEP_HOLD ||
 			    md.phase == DKIM_PHASE_PENDING)
 				holds++;        /* held now, or still held */
-			if (st == DKIM_STEP_HOLD &&
-			    md.phase == DKIM_PHASE_PENDING &&
-			    strcmp(md.held_why, why) == 0)
-				st = DKIM_STEP_NONE;
 			if (st == DKIM_STEP_NONE && dns == 0)
 				continue;
 			if (ntodo == cap) {
